@@ -1,0 +1,522 @@
+"""Generic optimizer tests, run over the whole catalogue table."""
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import stateopt
+
+import reference
+from catalogue import CASES, INVALID, grad_sequence
+from conftest import MLP, SHAPES, assert_same, make_params, snapshot, values
+
+ids = [case.id for case in CASES]
+STEPS = 12
+
+
+def run_eager(opt, states, grads):
+    for g in grads:
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+    return values(states)
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_trajectory_matches_reference(case):
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, STEPS)
+    opt = case.make().register_trainable_weights(states)
+    got = []
+    for g in grads:
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+        got.append(values(states))
+    for key in SHAPES:
+        want = reference.trajectory(case.rule, start[key], [g[key] for g in grads], **case.ref)
+        for step, (w, h) in enumerate(zip(want, got)):
+            np.testing.assert_allclose(h[key], w, rtol=2e-5, atol=2e-6,
+                                       err_msg=f'{case.id} {key} step {step + 1}')
+    assert int(opt.step_count.value) == STEPS
+
+
+@pytest.mark.parametrize('case', [c for c in CASES if c.group], ids=[c.id for c in CASES if c.group])
+def test_group_overrides_follow_reference(case):
+    """A second group runs the same algorithm with its own hyper-parameters."""
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, STEPS, seed=1)
+    opt = case.make().register_trainable_weights({'w': states['w']})
+    opt.add_param_group({'b': states['b']}, **case.group)
+    run_eager(opt, states, grads)
+    final = values(states)
+    want_w = reference.trajectory(case.rule, start['w'], [g['w'] for g in grads], **case.ref)[-1]
+    overridden = case.ref_with(**{k: v for k, v in case.group.items()})
+    want_b = reference.trajectory(case.rule, start['b'], [g['b'] for g in grads], **overridden)[-1]
+    np.testing.assert_allclose(final['w'], want_w, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(final['b'], want_b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_tiny_lr_group_stays_bit_identical(case):
+    states = make_params()
+    before = values(states)
+    opt = case.make().register_trainable_weights({'w': states['w']})
+    opt.add_param_group({'b': states['b']}, lr=1e-28)
+    run_eager(opt, states, grad_sequence(SHAPES, 5))
+    after = values(states)
+    np.testing.assert_array_equal(after['b'], before['b'])
+    assert np.abs(after['w'] - before['w']).max() > 1e-4
+
+
+@pytest.mark.parametrize('base', [stateopt.Adam, stateopt.SGD, stateopt.AdamW])
+def test_added_group_runs_the_optimizers_own_algorithm(base):
+    """An SGD group is SGD (and an Adam group Adam), whatever the hyper-parameters."""
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, 6)
+    opt = base(lr=0.01).register_trainable_weights({'w': states['w']})
+    opt.add_param_group({'b': states['b']}, lr=0.05)
+    run_eager(opt, states, grads)
+    if base is stateopt.SGD:
+        rule, hp = reference.sgd, dict(lr=0.05)
+    else:
+        rule, hp = reference.adam, dict(lr=0.05, weight_decay=0.01 if base is stateopt.AdamW else 0.0,
+                                        decoupled=base is stateopt.AdamW)
+    want = reference.trajectory(rule, start['b'], [g['b'] for g in grads], **hp)[-1]
+    np.testing.assert_allclose(values(states)['b'], want, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_eager_jit_and_for_loop_agree(case):
+    grads = grad_sequence(SHAPES, 6, seed=3)
+    stacked = {k: jnp.stack([g[k] for g in grads]) for k in SHAPES}
+    results = []
+    for mode in ('eager', 'jit', 'for_loop'):
+        states = make_params()
+        opt = case.make().register_trainable_weights(states)
+        opt.add_param_group({'extra': brainstate.ParamState(jnp.ones(3))}, lr=0.02)
+        extra = {'extra': jnp.full((3,), 0.5)}
+        if mode == 'eager':
+            for g in grads:
+                opt.update({**{k: jnp.asarray(v) for k, v in g.items()}, **extra})
+        elif mode == 'jit':
+            step = brainstate.transform.jit(lambda g: opt.update({**g, **extra}))
+            for g in grads:
+                step({k: jnp.asarray(v) for k, v in g.items()})
+        else:
+            run = brainstate.transform.jit(
+                lambda gs: brainstate.transform.for_loop(lambda g: opt.update({**g, **extra}), gs))
+            run(stacked)
+        results.append((values(states), jax.tree.map(np.asarray, opt.opt_state.value),
+                        int(opt.step_count.value)))
+    for other in results[1:]:
+        assert other[2] == results[0][2] == 6
+        leaves = zip(jax.tree.leaves(results[0][:2]), jax.tree.leaves(other[:2]))
+        for a, b in leaves:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_scan_with_model_and_grad(mlp):
+    """A full train step (grad + update) under brainstate's scan inside jit matches eager."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((16, 4)), jnp.float32)
+    y = jnp.asarray(np.random.default_rng(1).standard_normal((16, 3)), jnp.float32)
+    init = jax.tree.map(jnp.copy, {k: s.value for k, s in mlp.states(brainstate.ParamState).items()})
+
+    def train(model, mode):
+        params = model.states(brainstate.ParamState)
+        opt = stateopt.AdamW(lr=1e-2, grad_clip_norm=0.5).register_trainable_weights(params)
+        opt.add_param_group(model.head.states(brainstate.ParamState), lr=3e-3)
+
+        def step(_carry, _x):
+            grads, loss = brainstate.transform.grad(
+                lambda: jnp.mean((model(x) - y) ** 2), grad_states=params, return_value=True)()
+            opt.update(grads)
+            return None, loss
+
+        if mode == 'eager':
+            losses = [step(None, None)[1] for _ in range(5)]
+        else:
+            losses = brainstate.transform.jit(
+                lambda: brainstate.transform.scan(step, None, jnp.arange(5))[1])()
+        return np.asarray(losses), values(params)
+
+    eager = train(mlp, 'eager')
+    for key, state in mlp.states(brainstate.ParamState).items():
+        state.value = init[key]
+    scanned = train(mlp, 'scan')
+    np.testing.assert_allclose(eager[0], scanned[0], rtol=1e-5)
+    assert eager[0][-1] < eager[0][0]
+    for key in eager[1]:
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     eager[1][key], scanned[1][key])
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_state_dict_round_trip_continues_bit_identically(case):
+    grads = grad_sequence(SHAPES, 8, seed=4)
+    states = make_params()
+    opt = case.make().register_trainable_weights({'w': states['w']})
+    opt.add_param_group({'b': states['b']}, lr=0.007)
+    run_eager(opt, states, grads[:4])
+    saved_params = values(states)
+    saved = jax.tree.map(np.asarray, opt.state_dict())
+    run_eager(opt, states, grads[4:])
+    uninterrupted = values(states)
+
+    fresh = make_params(seed=9)
+    for key, value in saved_params.items():
+        fresh[key].value = jnp.asarray(value)
+    opt2 = case.make().register_trainable_weights({'w': fresh['w']})
+    opt2.add_param_group({'b': fresh['b']}, lr=0.5)
+    opt2.load_state_dict(saved)
+    assert int(opt2.step_count.value) == 4
+    assert opt2.param_groups[1]['lr'] == pytest.approx(0.007)
+    run_eager(opt2, fresh, grads[4:])
+    assert_same(values(fresh), uninterrupted)
+
+
+def test_optax_schedule_as_lr_gives_the_scheduled_steps():
+    schedule = optax.linear_schedule(0.1, 0.0, transition_steps=4)
+    w = brainstate.ParamState(jnp.zeros(2))
+    opt = stateopt.SGD(lr=schedule).register_trainable_weights({'w': w})
+    positions = []
+    for _ in range(6):
+        opt.update({'w': -jnp.ones(2)})
+        positions.append(float(w.value[0]))
+    lrs = [0.1, 0.075, 0.05, 0.025, 0.0, 0.0]
+    np.testing.assert_allclose(positions, np.cumsum(lrs), rtol=1e-6, atol=1e-7)
+    assert opt.current_lr == pytest.approx(0.0)
+    assert opt.base_lr == pytest.approx(0.1)
+
+
+def test_schedule_inside_jit_matches_eager():
+    schedule = optax.cosine_decay_schedule(0.2, decay_steps=5)
+    out = []
+    for jit in (False, True):
+        w = brainstate.ParamState(jnp.zeros(2))
+        opt = stateopt.SGD(lr=schedule).register_trainable_weights({'w': w})
+        step = brainstate.transform.jit(opt.update) if jit else opt.update
+        for _ in range(7):
+            step({'w': -jnp.ones(2)})
+        out.append(np.asarray(w.value))
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+    np.testing.assert_allclose(out[0], sum(float(schedule(i)) for i in range(7)), rtol=1e-6)
+
+
+def test_changing_dynamic_hyperparameters_does_not_recompile():
+    states = make_params()
+    opt = stateopt.AdamW(lr=0.01).register_trainable_weights(states)
+    grads = {k: jnp.ones(s) for k, s in SHAPES.items()}
+    opt.update(grads)
+    compiled = opt._get_plan().compiled
+    for value in (0.02, 0.005, 0):
+        opt.param_groups[0]['lr'] = value
+        opt.param_groups[0]['weight_decay'] = value
+        opt.param_groups[0]['betas'] = (0.8, 0.9)
+        opt.current_lr = value
+        opt.update(grads)
+    assert opt._get_plan().compiled is compiled
+    assert compiled._cache_size() == 1
+
+    calls = []
+    step = brainstate.transform.jit(lambda g: (calls.append(1), opt.update(g)))
+    for value in (0.1, 0.2, 0.3):
+        step(grads)
+        opt.param_groups[0]['lr'] = value
+    assert len(calls) == 1  # traced once
+    assert opt.param_groups[0]['lr'] == pytest.approx(0.3)
+
+
+def test_assigned_lr_and_weight_decay_take_effect_inside_and_outside_jit():
+    for jit in (False, True):
+        w = brainstate.ParamState(jnp.ones(1))
+        opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': w})
+        step = brainstate.transform.jit(opt.update) if jit else opt.update
+        step({'w': jnp.ones(1)})                      # 1 - 0.1
+        opt.param_groups[0]['lr'] = 0.5
+        step({'w': jnp.ones(1)})                      # 0.9 - 0.5
+        opt.param_groups[0]['weight_decay'] = 1.0
+        step({'w': jnp.ones(1)})                      # 0.4 - 0.5 * (1 + 0.4)
+        np.testing.assert_allclose(w.value, [0.4 - 0.5 * 1.4], rtol=1e-6)
+
+
+def test_lr_assignment_inside_jit():
+    w = brainstate.ParamState(jnp.ones(1))
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': w})
+
+    @brainstate.transform.jit
+    def step(g, lr):
+        opt.param_groups[0]['lr'] = lr
+        opt.update(g)
+
+    step({'w': jnp.ones(1)}, 0.25)
+    step({'w': jnp.ones(1)}, 0.5)
+    np.testing.assert_allclose(w.value, [0.25], rtol=1e-6)
+    assert opt.get_last_lr() == [0.5]
+
+
+def test_global_norm_clipping_spans_all_groups():
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, 3, seed=5)
+    opt = stateopt.SGD(lr=0.1, grad_clip_norm=0.5).register_trainable_weights({'w': states['w']})
+    opt.add_param_group({'b': states['b']}, lr=0.2)
+    run_eager(opt, states, grads)
+    p = dict(start)
+    for g in grads:
+        clipped = reference.clip_by_global_norm([g['w'].astype(np.float64), g['b'].astype(np.float64)], 0.5)
+        p = {'w': p['w'] - 0.1 * clipped[0], 'b': p['b'] - 0.2 * clipped[1]}
+    np.testing.assert_allclose(values(states)['w'], p['w'], rtol=1e-5)
+    np.testing.assert_allclose(values(states)['b'], p['b'], rtol=1e-5)
+
+
+def test_value_clipping():
+    w = brainstate.ParamState(jnp.zeros(3))
+    opt = stateopt.SGD(lr=1.0, grad_clip_value=0.5).register_trainable_weights({'w': w})
+    opt.update({'w': jnp.array([2.0, -0.25, -3.0])})
+    np.testing.assert_allclose(w.value, [-0.5, 0.25, 0.5])
+
+
+# -- registration -------------------------------------------------------------------------
+
+def test_register_model_keeps_tuple_keys_and_matches_brainstate_grads(mlp):
+    params = mlp.states(brainstate.ParamState)
+    opt = stateopt.Adam(lr=1e-3).register_trainable_weights(params)
+    assert set(opt.param_groups[0]['params']) == set(params)
+    grads = brainstate.transform.grad(lambda: jnp.sum(mlp(jnp.ones((2, 4))) ** 2), grad_states=params)()
+    opt.update(grads)
+    assert int(opt.step_count.value) == 1
+
+
+def test_colliding_keys_raise_and_register_nothing():
+    a, b = MLP(), MLP()
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(a.l1.states(brainstate.ParamState))
+    with pytest.raises(KeyError, match="'weight'"):
+        opt.register_trainable_weights(b.l1.states(brainstate.ParamState))
+    assert len(opt.param_groups[0]['params']) == 1
+    with pytest.raises(KeyError, match='one type per level'):   # str beside tuple keys
+        opt.register_trainable_weights({'b': b.l1.states(brainstate.ParamState)})
+    # under distinct keys both train
+    opt.register_trainable_weights({('b',) + k: v for k, v in b.l1.states(brainstate.ParamState).items()})
+    assert len(stateopt.UniqueStateManager(opt.param_groups[0]['params']).states) == 2
+
+
+def test_reregistering_keeps_moments_and_step_counts():
+    states = make_params()
+    grads = grad_sequence(SHAPES, 4, seed=6)
+    opt = stateopt.Adam(lr=0.01).register_trainable_weights({'w': states['w']})
+    run_eager(opt, states, [{'w': g['w']} for g in grads[:2]])
+    moments = jax.tree.map(np.asarray, opt.state_dict()['state']['w'])
+    count = np.asarray(opt.state_dict()['group_state'][0]['count'])
+    opt.register_trainable_weights({'w': states['w'], 'b': states['b']})   # w again, and b
+    opt.register_trainable_weights({'w': states['w']})                     # no-op
+    sd = opt.state_dict()
+    assert_same(sd['state']['w'], moments)
+    assert int(sd['group_state'][0]['count']) == int(count) == 2
+    np.testing.assert_array_equal(sd['state']['b']['exp_avg'], np.zeros(5))
+
+
+def test_moved_states_keep_their_moments():
+    states = make_params()
+    opt = stateopt.Adam(lr=0.01).register_trainable_weights(states)
+    run_eager(opt, states, grad_sequence(SHAPES, 3))
+    before = jax.tree.map(np.asarray, opt.state_dict())
+    group = opt.add_param_group({'bias': states['b']}, lr=0.001)   # relative key, found by identity
+    after = opt.state_dict()
+    assert group.names == ['b'] and opt.param_groups[0].names == ['w']
+    assert_same(after['state'], before['state'])
+    assert int(after['group_state'][1]['count']) == 3
+
+
+def test_state_in_two_explicit_groups_raises():
+    states = make_params()
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(states)
+    opt.add_param_group({'w': states['w']}, lr=0.01)
+    with pytest.raises(ValueError, match="already in param group 1"):
+        opt.add_param_group({'w': states['w']}, lr=0.02)
+    assert len(opt.param_groups) == 2
+
+
+def test_add_param_group_registers_new_states_and_checks_hyperparameters():
+    states = make_params()
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': states['w']})
+    with pytest.raises(TypeError, match="'learning_rate'"):
+        opt.add_param_group({'b': states['b']}, learning_rate=0.1)
+    with pytest.raises(ValueError, match='momentum'):
+        opt.add_param_group({'b': states['b']}, momentum=-1)
+    with pytest.raises(ValueError, match='no States'):
+        opt.add_param_group({})
+    with pytest.raises(KeyError, match="'w'"):   # a different State under a registered key
+        opt.add_param_group({'w': brainstate.ParamState(jnp.ones(2))})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({'b': states['b']}, momentum=0.9, lr=0.3)
+    assert opt.param_groups[1]['momentum'] == pytest.approx(0.9)
+    opt.update({k: jnp.ones(s) for k, s in SHAPES.items()})
+    np.testing.assert_allclose(states['b'].value, make_params()['b'].value - 0.3, rtol=1e-6)
+
+
+def test_non_state_and_integer_leaves_are_refused():
+    opt = stateopt.SGD(lr=0.1)
+    with pytest.raises(TypeError, match="'w'"):
+        opt.register_trainable_weights({'w': jnp.ones(3)})
+    with pytest.raises(TypeError, match="'n'.*int32"):
+        opt.register_trainable_weights({'n': brainstate.ParamState(jnp.ones(3, jnp.int32))})
+    with pytest.raises(RuntimeError, match='register_trainable_weights'):
+        opt.update({})
+
+
+# -- bad input changes nothing -----------------------------------------------------------
+
+BAD_GRADS = {
+    'missing key': ({'w': jnp.ones((3, 4))}, KeyError, "'b'"),
+    'unknown key': ({'w': jnp.ones((3, 4)), 'b': jnp.ones(5), 'c': jnp.ones(1)}, KeyError, "'c'"),
+    'wrong shape': ({'w': jnp.ones((4, 3)), 'b': jnp.ones(5)}, ValueError, "'w'.*shape"),
+    'wrong dtype': ({'w': jnp.ones((3, 4)), 'b': jnp.ones(5, jnp.bfloat16)}, ValueError, "'b'.*dtype"),
+    'nested value': ({'w': {'x': jnp.ones((3, 4))}, 'b': jnp.ones(5)}, ValueError, "'w'"),
+    'not a dict': ([jnp.ones((3, 4))], KeyError, "'w'"),
+    'scalar': (1.0, ValueError, 'grads'),
+}
+
+
+@pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
+@pytest.mark.parametrize('case', [c for c in CASES if c.id in ('sgd-momentum-dampening-decay', 'adamw')],
+                         ids=['sgd', 'adamw'])
+@pytest.mark.parametrize('bad', list(BAD_GRADS), ids=list(BAD_GRADS))
+def test_bad_grads_raise_and_change_nothing(case, bad, jit):
+    states = make_params()
+    opt = case.make().register_trainable_weights(states)
+    run_eager(opt, states, grad_sequence(SHAPES, 2))
+    before = snapshot(opt, states)
+    grads, error, match = BAD_GRADS[bad]
+    step = brainstate.transform.jit(opt.update) if jit else opt.update
+    with pytest.raises(error, match=match):
+        step(grads)
+    assert_same(snapshot(opt, states), before)
+    run_eager(opt, states, grad_sequence(SHAPES, 1))   # still usable
+    assert int(opt.step_count.value) == 3
+
+
+@pytest.mark.parametrize('cls, kwargs, name', INVALID, ids=[f'{c.__name__}-{n}-{i}' for i, (c, _, n) in enumerate(INVALID)])
+def test_invalid_hyperparameters_raise_naming_the_parameter(cls, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        cls(**kwargs)
+
+
+def test_invalid_assignments_raise_and_change_nothing():
+    states = make_params()
+    opt = stateopt.SGD(lr=0.1, momentum=0.9, nesterov=True).register_trainable_weights(states)
+    group = opt.param_groups[0]
+    before = snapshot(opt, states)
+    with pytest.raises(ValueError, match='lr'):
+        group['lr'] = -1.0
+    with pytest.raises(ValueError, match='lr'):
+        group['lr'] = float('nan')
+    with pytest.raises(ValueError, match='nesterov'):
+        group['momentum'] = 0.0
+    with pytest.raises(ValueError, match="'nesterov' is fixed"):
+        group['nesterov'] = False
+    with pytest.raises(KeyError, match="'learning_rate'"):
+        group['learning_rate'] = 0.1
+    with pytest.raises(ValueError, match="'grad_clip_norm' is fixed"):
+        group['grad_clip_norm'] = 1.0
+    assert_same(snapshot(opt, states), before)
+    plain = stateopt.SGD(lr=0.1).register_trainable_weights(make_params())
+    with pytest.raises(ValueError, match='momentum buffer'):
+        plain.param_groups[0]['momentum'] = 0.9
+
+
+def test_raw_jax_jit_is_refused_clearly():
+    states = make_params()
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(states)
+    before = snapshot(opt, states)
+    with pytest.raises(brainstate.TraceContextError, match='brainstate.transform.jit'):
+        jax.jit(opt.update)({k: jnp.ones(s) for k, s in SHAPES.items()})
+    assert_same(snapshot(opt, states), before)
+
+
+# -- donation is invisible -----------------------------------------------------------------
+
+def test_arrays_the_caller_holds_stay_valid(mlp):
+    params = mlp.states(brainstate.ParamState)
+    opt = stateopt.AdamW(lr=0.1).register_trainable_weights(params)
+    grads = brainstate.transform.grad(lambda: jnp.sum(mlp(jnp.ones((2, 4))) ** 2), grad_states=params)()
+    opt.update(grads)
+    held_value = params[('l1', 'weight')].value               # a whole (dict) value
+    held_leaf = params[('head', 'weight')].value['bias']       # one leaf of it
+    held_state = opt.state_dict()                              # moments
+    copies = jax.tree.map(np.array, (held_value, held_leaf, held_state))
+    for _ in range(3):
+        opt.update(grads)
+    assert_same((held_value, held_leaf, held_state), copies)    # still readable, unchanged
+    assert not np.array_equal(np.asarray(params[('l1', 'weight')].value['weight']), copies[0]['weight'])
+
+
+# -- closures, learning rates, tx -----------------------------------------------------------
+
+def test_closure_returns_the_loss(mlp):
+    params = mlp.states(brainstate.ParamState)
+    opt = stateopt.Adam(lr=0.05).register_trainable_weights(params)
+    x = jnp.ones((4, 4))
+
+    def loss_fn():
+        return jnp.mean(mlp(x) ** 2)
+
+    closure = brainstate.transform.grad(loss_fn, grad_states=params, return_value=True)
+    losses = [float(opt.step(closure=closure)) for _ in range(10)]
+    assert losses[-1] < losses[0]
+    grads, before = closure()
+    loss = opt.step(grads, closure=loss_fn)      # evaluated before the update, as torch does
+    assert float(loss) == pytest.approx(float(before), rel=1e-6)
+    assert int(opt.step_count.value) == 11
+    with pytest.raises(ValueError, match='closure'):
+        opt.step(closure=loss_fn)
+
+
+def test_learning_rate_accessors():
+    states = make_params()
+    opt = stateopt.Adam(lr=0.01).register_trainable_weights({'w': states['w']})
+    opt.add_param_group({'b': states['b']}, lr=0.1)
+    assert opt.base_lr == 0.01 and opt.lr == 0.01 and opt.lr_scheduler is None
+    assert opt.get_last_lr() == [0.01, 0.1]
+    opt.current_lr = 0.02
+    assert opt.current_lr == pytest.approx(0.02)
+    assert opt.get_last_lr() == [0.02, 0.1]
+    assert 'Adam(lr=0.01' in repr(opt) and '2 params in 2 groups' in repr(opt)
+    assert 'ParamGroup(1 params, lr=0.1' in repr(opt.param_groups[1])
+
+
+def test_schedule_replaced_by_a_number_and_back():
+    w = brainstate.ParamState(jnp.zeros(1))
+    opt = stateopt.SGD(lr=lambda count: 0.1 * (count + 1)).register_trainable_weights({'w': w})
+    opt.update({'w': -jnp.ones(1)})                    # lr 0.1
+    opt.param_groups[0]['lr'] = 0.5                    # number from now on
+    opt.update({'w': -jnp.ones(1)})
+    opt.param_groups[0]['lr'] = lambda count: 0.01 * count
+    opt.update({'w': -jnp.ones(1)})                    # count 2: 0.02
+    np.testing.assert_allclose(w.value, [0.1 + 0.5 + 0.02], rtol=1e-6)
+
+
+def test_tx_is_a_direction_that_lr_scales():
+    w = brainstate.ParamState(jnp.zeros(2))
+    opt = stateopt.OptaxOptimizer(tx=optax.scale_by_sign(), lr=0.25).register_trainable_weights({'w': w})
+    opt.update({'w': jnp.array([3.0, -0.1])})
+    np.testing.assert_allclose(w.value, [-0.25, 0.25])
+    with pytest.raises(ValueError, match='complete optimizer'):
+        stateopt.OptaxOptimizer(tx=optax.adam(1e-3))
+    with pytest.raises(TypeError, match='GradientTransformation'):
+        stateopt.OptaxOptimizer(tx='adam')
+    default = stateopt.OptaxOptimizer(lr=0.1).register_trainable_weights({'w': w})
+    default.update({'w': jnp.array([3.0, -0.1])})        # Adam direction: first step is lr * sign
+    np.testing.assert_allclose(w.value, [-0.35, 0.35], rtol=1e-5)
+
+
+def test_bfloat16_parameters_keep_their_dtype():
+    w = brainstate.ParamState(jnp.ones(4, jnp.bfloat16))
+    opt = stateopt.AdamW(lr=0.01).register_trainable_weights({'w': w})
+    for _ in range(2):
+        opt.update({'w': jnp.full(4, 0.5, jnp.bfloat16)})
+    assert w.value.dtype == jnp.bfloat16
+    assert all(leaf.dtype in (jnp.bfloat16, jnp.int32) for leaf in jax.tree.leaves(opt.opt_state.value))
+    assert opt._get_plan().compiled._cache_size() == 1
