@@ -1,14 +1,19 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
+from . import _optimizers, _optimizers_more, _optimizers_torch
 from ._optimizer import OptaxOptimizer, ParamGroup
-from ._optimizers import SGD, Adam, AdamW, Momentum, MomentumNesterov
+from ._optimizers import *  # noqa: F403
+from ._optimizers_more import *  # noqa: F403
+from ._optimizers_torch import *  # noqa: F403
 from ._state import OptimState, UniqueStateManager, param_name
 from ._version import __version__
 
+#: Every optimizer class of the catalogue, in documentation order.
+OPTIMIZERS = _optimizers.__all__ + _optimizers_torch.__all__ + _optimizers_more.__all__
+
 __all__ = [
     '__version__',
-    # states
     'OptimState', 'UniqueStateManager', 'param_name',
-    # optimizers
-    'OptaxOptimizer', 'ParamGroup', 'SGD', 'Momentum', 'MomentumNesterov', 'Adam', 'AdamW',
+    'OptaxOptimizer', 'ParamGroup', 'OPTIMIZERS',
+    *OPTIMIZERS,
 ]

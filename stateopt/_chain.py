@@ -53,6 +53,7 @@ def chain_update(
     grad_clip_value: Any = None,
     norm: Any = None,
     extra_args: dict | None = None,
+    scale_by_lr: bool = True,
 ) -> tuple[Any, Any]:
     """One update of ``params`` by the shared chain around ``algorithm``.
 
@@ -74,6 +75,9 @@ def chain_update(
         as with several param groups), then element-wise to ``[-value, value]``.
     extra_args : dict, optional
         Passed to ``algorithm.update`` (for example L-BFGS's ``value``).
+    scale_by_lr : bool
+        False when the algorithm's direction already includes the learning rate
+        (then ``p - d``, and ``lr`` only scales decoupled decay).
 
     Returns
     -------
@@ -99,9 +103,10 @@ def chain_update(
         grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
     algorithm = optax.with_extra_args_support(algorithm)
     direction, new_state = algorithm.update(grads, state, params, **(extra_args or {}))
+    step = lr if scale_by_lr else 1.0
     if decay == 'decoupled':
         keep = 1.0 - lr * weight_decay
-        new_params = jax.tree.map(lambda p, d: p * keep - lr * d, params, direction)
+        new_params = jax.tree.map(lambda p, d: p * keep - step * d, params, direction)
     else:
-        new_params = jax.tree.map(lambda p, d: p - lr * d, params, direction)
+        new_params = jax.tree.map(lambda p, d: p - step * d, params, direction)
     return cast_like(new_params, params), cast_like(new_state, state)

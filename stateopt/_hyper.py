@@ -9,8 +9,9 @@ integer size or a transform, fixed when the param group is created).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import operator
 import sys
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any
 
 import brainstate
 import jax
@@ -97,7 +97,7 @@ class ParamGroup(MutableMapping):
 
     __module__ = 'stateopt'
 
-    def __init__(self, optimizer: 'OptaxOptimizer', positions: list[int], hyperparams: dict,
+    def __init__(self, optimizer: OptaxOptimizer, positions: list[int], hyperparams: dict,
                  explicit: bool):
         self._optimizer = optimizer
         self._positions = positions
@@ -164,6 +164,10 @@ class ParamGroup(MutableMapping):
             optimizer._check({**self.hyperparams(), key: value})
             optimizer._check_assignment(self, key, value)
         self._hyper.value = {**hyper, key: _as_dynamic(value)}
+
+    def _assign(self, key: str, value: Any) -> None:
+        """Write a dynamic hyper-parameter without checks: the schedulers' path, jit-safe."""
+        self._hyper.value = {**self._hyper.value, key: _as_dynamic(value)}
 
     def __delitem__(self, key: str) -> None:
         raise KeyError('param group keys cannot be deleted')
@@ -253,6 +257,8 @@ class OptaxOptimizer:
     _hyperparams: dict[str, Hyper] = {**BASE_HYPERPARAMS, 'tx': Hyper(lambda name, v: v, dynamic=False)}
     #: how weight_decay enters the chain: 'coupled' (L2 on the gradient) or 'decoupled'.
     _decay = 'coupled'
+    #: True when the algorithm's direction already includes the learning rate.
+    _lr_in_algorithm = False
 
     def __init__(
         self,
@@ -267,15 +273,19 @@ class OptaxOptimizer:
         self._setup(tx=tx, lr=lr, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
                     grad_clip_value=grad_clip_value)
 
-    def _algorithm(self, hp: Mapping[str, Any]) -> optax.GradientTransformation:
+    @classmethod
+    def _algorithm(cls, hp: Mapping[str, Any]) -> optax.GradientTransformation:
         """The update direction for a group with hyper-parameters ``hp``.
 
-        Called with concrete values when a group's state is created, and with traced
-        values inside the compiled step. Subclasses override it.
+        ``hp`` holds every hyper-parameter, ``hp['lr']`` being the learning rate of
+        this step. It is called with concrete values when a group's state is created,
+        and with traced values inside the compiled step, so structural choices belong
+        in the transform's ``init``. Subclasses override it.
         """
         return optax.scale_by_adam() if hp['tx'] is None else hp['tx']
 
-    def _check(self, hp: dict) -> None:
+    @classmethod
+    def _check(cls, hp: dict) -> None:
         """Cross-parameter checks of one group's hyper-parameters (override)."""
 
     def _check_assignment(self, group: ParamGroup, name: str, value: Any) -> None:
@@ -296,21 +306,24 @@ class OptaxOptimizer:
         if self._scheduler is not None:
             self._scheduler.attach_optimizer(self)
 
-    def _validated(self, hyperparams: dict, base: dict | None = None) -> dict:
-        specs = self._hyperparams
+    @classmethod
+    def _validated(cls, hyperparams: dict, base: dict | None = None) -> dict:
+        """``base`` updated with ``hyperparams``, each checked by its declaration."""
+        specs = cls._hyperparams
         unknown = [name for name in hyperparams if name not in specs]
         if unknown:
-            raise TypeError(f'{type(self).__name__} has no hyper-parameter '
+            raise TypeError(f'{cls.__name__} has no hyper-parameter '
                             f'{", ".join(map(repr, unknown))}; its hyper-parameters are '
                             f'{", ".join(map(repr, specs))}')
         merged = dict(base or {})
         for name, value in hyperparams.items():
             merged[name] = specs[name].check(name, value)
-        self._check(merged)
+        if not is_traced(list(merged.values())):
+            cls._check(merged)
         return merged
 
     # -- registration ---------------------------------------------------------------
-    def register_trainable_weights(self, states: Any) -> 'OptaxOptimizer':
+    def register_trainable_weights(self, states: Any) -> OptaxOptimizer:
         """Register the States to train, in the default param group; return ``self``.
 
         ``states`` is a dict of States (``model.states(brainstate.ParamState)``).
@@ -420,7 +433,7 @@ class OptaxOptimizer:
         self._invalidate()
 
     def _init_group_state(self, group: ParamGroup, values: dict) -> Any:
-        hp = {name: _to_python(group[name]) if name != 'lr' else 0.0
+        hp = {name: _to_python(group[name]) if name != 'lr' else group.initial_lr
               for name in self._hyperparams}
         return self._algorithm(hp).init(values)
 
@@ -511,11 +524,11 @@ class OptaxOptimizer:
             groups=groups,
             any_clip_norm=any('grad_clip_norm' in _RAW(g._hyper) for g in self._groups),
         )
-        plan.compiled = jax.jit(
-            lambda params, grads, opt_states, hypers, count, extra: self._pure_step(
-                plan, params, grads, opt_states, hypers, count, extra),
-            donate_argnums=(0, 2),
-        )
+        def compiled(params, grads, opt_states, hypers, count, extra, static_extra):
+            return self._pure_step(plan, params, grads, opt_states, hypers, count,
+                                   {**extra, **dict(static_extra)})
+
+        plan.compiled = jax.jit(compiled, donate_argnums=(0, 2), static_argnums=(6,))
         self._plan = plan
         return plan
 
@@ -539,24 +552,30 @@ class OptaxOptimizer:
                 new_states.append(state)
                 continue
             hp = {**static, **hyper}
-            lr = schedule(count) if schedule is not None else hyper['lr']
+            if schedule is not None:
+                hp['lr'] = jnp.asarray(schedule(count), jnp.float32)
             group_params = {plan.names[i]: params[i] for i in positions}
             group_grads = {plan.names[i]: grad_values[i] for i in positions}
             updated, state = chain_update(
                 self._algorithm(hp), group_grads, state, group_params,
-                lr=lr,
-                weight_decay=hp.get('weight_decay', 0.0),
-                decay=self._decay if 'weight_decay' in hp else None,
-                maximize=hp.get('maximize', False),
-                grad_clip_norm=hp.get('grad_clip_norm'),
-                grad_clip_value=hp.get('grad_clip_value'),
-                norm=norm,
-                extra_args=extra,
-            )
+                norm=norm, extra_args=extra, **self._chain_options(hp))
             for i in positions:
                 new_params[i] = updated[plan.names[i]]
             new_states.append(state)
         return tuple(new_params), tuple(new_states), count + 1
+
+    @classmethod
+    def _chain_options(cls, hp: Mapping[str, Any]) -> dict:
+        """The shared chain's arguments for a group with hyper-parameters ``hp``."""
+        return dict(
+            lr=hp['lr'],
+            weight_decay=hp.get('weight_decay', 0.0),
+            decay=cls._decay if 'weight_decay' in hp else None,
+            maximize=hp.get('maximize', False),
+            grad_clip_norm=hp.get('grad_clip_norm'),
+            grad_clip_value=hp.get('grad_clip_value'),
+            scale_by_lr=not cls._lr_in_algorithm,
+        )
 
     def _traced_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
         """Inside a brainstate transform: trace the update inline through State reads/writes."""
@@ -578,8 +597,10 @@ class OptaxOptimizer:
         if vars(self.opt_state).get('_exposed', True) or _shared(jax.tree.leaves(opt_states)):
             opt_states = jax.tree.map(jnp.copy, opt_states)
         hypers = tuple(_RAW(group._hyper) for group in self._groups)
+        arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
+        static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
         new_params, new_states, count = plan.compiled(
-            tuple(params), grads, opt_states, hypers, _RAW(self.step_count), extra)
+            tuple(params), grads, opt_states, hypers, _RAW(self.step_count), arrays, static)
         del params, opt_states
         if isinstance(count, jax.core.Tracer):
             raise brainstate.TraceContextError(
@@ -788,6 +809,11 @@ class OptaxOptimizer:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _is_array_like(value: Any) -> bool:
+    return isinstance(value, (int, float, complex, np.ndarray, np.generic, jax.Array)) \
+        and not isinstance(value, bool)
+
 
 def _is_scheduler(value: Any) -> bool:
     return hasattr(value, 'attach_optimizer') and hasattr(value, 'base_lr')

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._hyper import Hyper, betas, flag, non_negative, positive, unit_interval
-from ._optimizer import BASE_HYPERPARAMS, OptaxOptimizer, ParamGroup, _RAW
+from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, ParamGroup
 from ._transforms import scale_by_torch_adam, scale_by_torch_sgd
 
 __all__ = ['SGD', 'Momentum', 'MomentumNesterov', 'Adam', 'AdamW']
@@ -52,7 +53,8 @@ class SGD(OptaxOptimizer):
                     nesterov=nesterov, maximize=maximize, grad_clip_norm=grad_clip_norm,
                     grad_clip_value=grad_clip_value)
 
-    def _check(self, hp: dict) -> None:
+    @classmethod
+    def _check(cls, hp: dict) -> None:
         if hp.get('nesterov') and (hp['momentum'] <= 0 or hp.get('dampening', 0.0) != 0):
             raise ValueError('nesterov=True needs momentum > 0 and dampening == 0, got '
                              f'momentum={hp["momentum"]!r}, dampening={hp.get("dampening", 0.0)!r}')
@@ -63,7 +65,8 @@ class SGD(OptaxOptimizer):
             raise ValueError(f'param group {group.index} was created with momentum=0 and keeps no '
                              f'momentum buffer; create the group with momentum > 0 to vary it')
 
-    def _algorithm(self, hp):
+    @classmethod
+    def _algorithm(cls, hp):
         return scale_by_torch_sgd(hp['momentum'], hp['dampening'], hp['nesterov'])
 
 
@@ -92,12 +95,14 @@ class Momentum(SGD):
         self._setup(lr=lr, momentum=momentum, weight_decay=weight_decay, maximize=maximize,
                     grad_clip_norm=grad_clip_norm, grad_clip_value=grad_clip_value)
 
-    def _check(self, hp: dict) -> None:
-        if self._nesterov and hp['momentum'] <= 0:
+    @classmethod
+    def _check(cls, hp: dict) -> None:
+        if cls._nesterov and hp['momentum'] <= 0:
             raise ValueError(f'Nesterov momentum needs momentum > 0, got {hp["momentum"]!r}')
 
-    def _algorithm(self, hp):
-        return scale_by_torch_sgd(hp['momentum'], 0.0, self._nesterov)
+    @classmethod
+    def _algorithm(cls, hp):
+        return scale_by_torch_sgd(hp['momentum'], 0.0, cls._nesterov)
 
 
 class MomentumNesterov(Momentum):
@@ -156,7 +161,8 @@ class Adam(OptaxOptimizer):
                     maximize=maximize, grad_clip_norm=grad_clip_norm,
                     grad_clip_value=grad_clip_value)
 
-    def _algorithm(self, hp):
+    @classmethod
+    def _algorithm(cls, hp):
         beta1, beta2 = hp['betas']
         return scale_by_torch_adam(beta1, beta2, hp['eps'], hp['amsgrad'])
 

@@ -38,7 +38,9 @@ class TorchSGDState(NamedTuple):
     momentum_buffer: Any  # None when the group was created with momentum == 0
 
 
-def scale_by_torch_sgd(momentum: Any = 0.0, dampening: Any = 0.0, nesterov: bool = False) -> optax.GradientTransformation:
+def scale_by_torch_sgd(
+    momentum: Any = 0.0, dampening: Any = 0.0, nesterov: bool = False
+) -> optax.GradientTransformation:
     """torch's SGD momentum rule as a direction.
 
     With ``b`` the momentum buffer and ``g`` the (decayed) gradient::
@@ -96,7 +98,9 @@ class TorchAdamState(NamedTuple):
     max_exp_avg_sq: Any  # None unless amsgrad
 
 
-def scale_by_torch_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, amsgrad: bool = False) -> optax.GradientTransformation:
+def scale_by_torch_adam(
+    b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, amsgrad: bool = False
+) -> optax.GradientTransformation:
     """torch's Adam rule (with its AMSGrad) as a direction.
 
     With ``t`` the step, ``m`` and ``v`` the moments::

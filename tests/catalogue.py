@@ -7,14 +7,14 @@ overrides to try, and the invalid constructor arguments it must refuse.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import reference
 
 import stateopt
-
-import reference
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Case:
         return {**self.ref, **overrides}
 
 
-CASES = [
+BASE_CASES = [
     Case('sgd', stateopt.SGD, dict(lr=0.1), reference.sgd, dict(lr=0.1),
          group=dict(lr=0.03, weight_decay=0.2)),
     Case('sgd-momentum-dampening-decay', stateopt.SGD,
@@ -69,7 +69,7 @@ CASES = [
 ]
 
 #: Constructor arguments each optimizer class must refuse with a ValueError naming the parameter.
-INVALID = [
+BASE_INVALID = [
     (stateopt.SGD, dict(lr=-0.1), 'lr'),
     (stateopt.SGD, dict(lr=float('nan')), 'lr'),
     (stateopt.SGD, dict(momentum=-0.5), 'momentum'),
@@ -94,6 +94,13 @@ INVALID = [
     (stateopt.AdamW, dict(lr='0.1'), 'lr'),
     (stateopt.OptaxOptimizer, dict(weight_decay=-1.0), 'weight_decay'),
 ]
+
+
+import catalogue_more  # noqa: E402  (rows that need Case)
+import catalogue_torch  # noqa: E402
+
+CASES = BASE_CASES + catalogue_torch.CASES + catalogue_more.CASES
+INVALID = BASE_INVALID + catalogue_torch.INVALID + catalogue_more.INVALID
 
 
 def grad_sequence(shapes: dict, steps: int, seed: int = 0) -> list[dict]:

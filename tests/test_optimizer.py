@@ -6,12 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import stateopt
-
 import reference
 from catalogue import CASES, INVALID, grad_sequence
 from conftest import MLP, SHAPES, assert_same, make_params, snapshot, values
+
+import stateopt
 
 ids = [case.id for case in CASES]
 STEPS = 12
@@ -98,17 +97,18 @@ def test_eager_jit_and_for_loop_agree(case):
         opt = case.make().register_trainable_weights(states)
         opt.add_param_group({'extra': brainstate.ParamState(jnp.ones(3))}, lr=0.02)
         extra = {'extra': jnp.full((3,), 0.5)}
+        def update(g, opt=opt, extra=extra):
+            opt.update({**g, **extra})
+
         if mode == 'eager':
             for g in grads:
-                opt.update({**{k: jnp.asarray(v) for k, v in g.items()}, **extra})
+                update({k: jnp.asarray(v) for k, v in g.items()})
         elif mode == 'jit':
-            step = brainstate.transform.jit(lambda g: opt.update({**g, **extra}))
+            step = brainstate.transform.jit(update)
             for g in grads:
                 step({k: jnp.asarray(v) for k, v in g.items()})
         else:
-            run = brainstate.transform.jit(
-                lambda gs: brainstate.transform.for_loop(lambda g: opt.update({**g, **extra}), gs))
-            run(stacked)
+            brainstate.transform.jit(lambda gs: brainstate.transform.for_loop(update, gs))(stacked)
         results.append((values(states), jax.tree.map(np.asarray, opt.opt_state.value),
                         int(opt.step_count.value)))
     for other in results[1:]:
@@ -398,7 +398,8 @@ def test_bad_grads_raise_and_change_nothing(case, bad, jit):
     assert int(opt.step_count.value) == 3
 
 
-@pytest.mark.parametrize('cls, kwargs, name', INVALID, ids=[f'{c.__name__}-{n}-{i}' for i, (c, _, n) in enumerate(INVALID)])
+@pytest.mark.parametrize('cls, kwargs, name', INVALID,
+                         ids=[f'{c.__name__}-{n}-{i}' for i, (c, _, n) in enumerate(INVALID)])
 def test_invalid_hyperparameters_raise_naming_the_parameter(cls, kwargs, name):
     with pytest.raises(ValueError, match=name):
         cls(**kwargs)

@@ -3,9 +3,9 @@
 import brainstate
 import jax.numpy as jnp
 import pytest
+from conftest import MLP
 
 import stateopt
-from conftest import MLP
 
 
 def test_unique_by_identity_and_first_key_wins():

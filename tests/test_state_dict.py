@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import stateopt
 from catalogue import grad_sequence
 from conftest import SHAPES, assert_same, make_params, snapshot
+
+import stateopt
 
 
 def trained(cls=stateopt.Adam, **kwargs):

@@ -83,7 +83,7 @@ def accuracy(xs, ys):
 rng = np.random.default_rng(0)
 steps_per_epoch = len(x_train) // BATCH
 bar = tqdm(range(EPOCHS), desc='training', unit='epoch')
-for epoch in bar:
+for _ in bar:
     order = rng.permutation(len(x_train))
     losses = [float(train_step(x_train[idx], y_train[idx]))
               for idx in np.array_split(order[:steps_per_epoch * BATCH], steps_per_epoch)]

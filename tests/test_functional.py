@@ -1,0 +1,64 @@
+"""The functional API: pure functions that match the classes and the references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from catalogue import CASES, grad_sequence
+from conftest import SHAPES, assert_same, make_params, values
+
+import stateopt
+from stateopt import functional as F
+
+ids = [case.id for case in CASES]
+
+
+def functional_kwargs(case):
+    kwargs = dict(case.kwargs)
+    if 'beta1' in kwargs or 'beta2' in kwargs:
+        kwargs['betas'] = (kwargs.pop('beta1', 0.9), kwargs.pop('beta2', 0.999))
+    return kwargs
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_functional_update_matches_reference_and_class(case):
+    grads = grad_sequence(SHAPES, 8, seed=2)
+    states = make_params()
+    params = {k: jnp.asarray(v) for k, v in values(states).items()}
+    kwargs = functional_kwargs(case)
+    state = F.init(case.cls, params, **kwargs)
+    dynamic = {k: v for k, v in kwargs.items() if case.cls._hyperparams[k].dynamic}
+    static = {k: v for k, v in kwargs.items() if k not in dynamic}
+    # hyper-parameters as jit arguments, as the classes pass them: then the two agree bit for bit
+    update = jax.jit(lambda g, s, p, hp: F.update(case.cls, g, s, p, **hp, **static))
+    for g in grads:
+        params, state = update({k: jnp.asarray(v) for k, v in g.items()}, state, params, dynamic)
+    for key in SHAPES:
+        want = reference.trajectory(case.rule, values(states)[key], [g[key] for g in grads], **case.ref)[-1]
+        np.testing.assert_allclose(params[key], want, rtol=2e-5, atol=2e-6)
+    opt = case.make().register_trainable_weights(states)
+    for g in grads:
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+    assert_same(values(states), params)
+    assert_same(opt.opt_state.value[0], state)
+
+
+def test_named_functions_per_array():
+    p = jnp.array([1.0, -2.0])
+    s = F.sgd_init(p, momentum=0.9)
+    for _ in range(2):
+        p, s = F.sgd_step(p, jnp.array([1.0, 1.0]), s, lr=0.1, momentum=0.9)
+    np.testing.assert_allclose(p, [1.0 - 0.29, -2.0 - 0.29], rtol=1e-6)
+    assert {'adamw_init', 'adamw_update', 'adamw_step', 'adam_step', 'sgd_update'} <= set(F.__all__)
+    assert F.OPTIMIZERS['adamw'] is stateopt.AdamW
+
+
+def test_functional_validates_hyperparameters():
+    with pytest.raises(ValueError, match='lr'):
+        F.sgd_update({'w': jnp.ones(1)}, F.sgd_init({'w': jnp.ones(1)}), {'w': jnp.ones(1)}, lr=-1.0)
+    with pytest.raises(TypeError, match='momentm'):
+        F.sgd_init({'w': jnp.ones(1)}, momentm=0.9)
+    with pytest.raises(ValueError, match='schedule'):
+        F.adam_update({'w': jnp.ones(1)}, F.adam_init({'w': jnp.ones(1)}), {'w': jnp.ones(1)},
+                      lr=lambda count: 0.1)
