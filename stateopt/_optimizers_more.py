@@ -1,4 +1,4 @@
-"""The catalogue's optimizers from papers and optax, and the newer ones: each is its hyper-parameters and its algorithm."""
+"""Optimizers from papers and optax, and the newer ones: each is its hyper-parameters and its algorithm."""
 
 from __future__ import annotations
 
