@@ -256,6 +256,7 @@ class OptaxOptimizer:
     #: name -> Hyper for every constructor hyper-parameter (see stateopt._hyper).
     _hyperparams: dict[str, Hyper] = {**BASE_HYPERPARAMS, 'tx': Hyper(lambda name, v: v, dynamic=False)}
     #: how weight_decay enters the chain: 'coupled' (L2 on the gradient) or 'decoupled'.
+    #: A static ``decoupled_weight_decay=True`` hyper-parameter makes a group decoupled.
     _decay = 'coupled'
     #: True when the algorithm's direction already includes the learning rate.
     _lr_in_algorithm = False
@@ -570,7 +571,8 @@ class OptaxOptimizer:
         return dict(
             lr=hp['lr'],
             weight_decay=hp.get('weight_decay', 0.0),
-            decay=cls._decay if 'weight_decay' in hp else None,
+            decay=(None if 'weight_decay' not in hp else
+                   'decoupled' if hp.get('decoupled_weight_decay') else cls._decay),
             maximize=hp.get('maximize', False),
             grad_clip_norm=hp.get('grad_clip_norm'),
             grad_clip_value=hp.get('grad_clip_value'),

@@ -25,6 +25,8 @@ class Case:
     rule: Callable
     ref: dict                      # the reference rule's hyper-parameters
     group: dict = field(default_factory=dict)  # overrides for a second param group
+    # hyper-parameter -> another value that must change the trajectory of this configuration
+    effects: dict = field(default_factory=dict)
 
     def make(self, **overrides: Any):
         return self.cls(**{**self.kwargs, **overrides})
@@ -39,18 +41,26 @@ BASE_CASES = [
     Case('sgd-momentum-dampening-decay', stateopt.SGD,
          dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01), reference.sgd,
          dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01),
-         group=dict(lr=0.02, momentum=0.5, dampening=0.3, weight_decay=0.0)),
+         group=dict(lr=0.02, momentum=0.5, dampening=0.3, weight_decay=0.0),
+         effects=dict(lr=0.02, momentum=0.5, dampening=0.3, weight_decay=0.2, maximize=True,
+                      grad_clip_norm=0.1, grad_clip_value=0.01)),
     Case('sgd-nesterov-maximize', stateopt.SGD,
          dict(lr=0.05, momentum=0.8, nesterov=True, maximize=True, weight_decay=0.1), reference.sgd,
          dict(lr=0.05, momentum=0.8, nesterov=True, maximize=True, weight_decay=0.1),
-         group=dict(momentum=0.6, maximize=False)),
+         group=dict(momentum=0.6, maximize=False), effects=dict(nesterov=False)),
     Case('momentum', stateopt.Momentum, dict(lr=0.05), reference.sgd, dict(lr=0.05, momentum=0.9),
-         group=dict(lr=0.01, momentum=0.5, weight_decay=0.1)),
+         group=dict(lr=0.01, momentum=0.5, weight_decay=0.1),
+         effects=dict(lr=0.01, momentum=0.5, weight_decay=0.1, maximize=True, grad_clip_norm=0.1,
+                      grad_clip_value=0.01)),
     Case('momentum-nesterov', stateopt.MomentumNesterov, dict(lr=0.05, momentum=0.8, weight_decay=0.05),
          reference.sgd, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.05),
-         group=dict(momentum=0.95, maximize=True)),
+         group=dict(momentum=0.95, maximize=True),
+         effects=dict(lr=0.01, momentum=0.5, weight_decay=0.2, maximize=True, grad_clip_norm=0.1,
+                      grad_clip_value=0.01)),
     Case('adam', stateopt.Adam, dict(lr=0.01), reference.adam, dict(lr=0.01),
-         group=dict(lr=0.002, betas=(0.8, 0.9), eps=1e-4)),
+         group=dict(lr=0.002, betas=(0.8, 0.9), eps=1e-4),
+         effects=dict(lr=0.002, betas=(0.8, 0.9), eps=1e-2, weight_decay=0.5, amsgrad=True,
+                      maximize=True, grad_clip_norm=0.1, grad_clip_value=0.01)),
     Case('adam-amsgrad-decay', stateopt.Adam,
          dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, amsgrad=True), reference.adam,
          dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, amsgrad=True),
@@ -59,7 +69,9 @@ BASE_CASES = [
          dict(lr=0.02, betas=(0.7, 0.95))),
     Case('adamw', stateopt.AdamW, dict(lr=0.01), reference.adam,
          dict(lr=0.01, weight_decay=0.01, decoupled=True),
-         group=dict(lr=0.03, weight_decay=0.3, betas=(0.5, 0.6))),
+         group=dict(lr=0.03, weight_decay=0.3, betas=(0.5, 0.6)),
+         effects=dict(lr=0.002, betas=(0.8, 0.9), eps=1e-2, weight_decay=0.5, amsgrad=True,
+                      maximize=True, grad_clip_norm=0.1, grad_clip_value=0.01)),
     Case('adamw-amsgrad-maximize', stateopt.AdamW,
          dict(lr=0.01, weight_decay=0.1, amsgrad=True, maximize=True, betas=(0.85, 0.95)),
          reference.adam,
@@ -96,11 +108,22 @@ BASE_INVALID = [
 ]
 
 
-import catalogue_more  # noqa: E402  (rows that need Case)
+#: (class, constructor kwargs, steps): each must minimise the quadratic and Rosenbrock tests.
+BASE_CONVERGE = [
+    (stateopt.SGD, dict(lr=1e-3, momentum=0.9), 6000),
+    (stateopt.Momentum, dict(lr=1e-3), 6000),
+    (stateopt.MomentumNesterov, dict(lr=1e-3), 6000),
+    (stateopt.Adam, dict(lr=2e-2), 4000),
+    (stateopt.AdamW, dict(lr=2e-2, weight_decay=0.0), 4000),
+    (stateopt.OptaxOptimizer, dict(lr=2e-2), 4000),
+]
+
+import catalogue_more  # noqa: E402  (their rows use Case)
 import catalogue_torch  # noqa: E402
 
 CASES = BASE_CASES + catalogue_torch.CASES + catalogue_more.CASES
 INVALID = BASE_INVALID + catalogue_torch.INVALID + catalogue_more.INVALID
+CONVERGE = BASE_CONVERGE + catalogue_torch.CONVERGE + catalogue_more.CONVERGE
 
 
 def grad_sequence(shapes: dict, steps: int, seed: int = 0) -> list[dict]:

@@ -2,3 +2,4 @@
 
 CASES: list = []    # catalogue.Case rows
 INVALID: list = []  # (class, kwargs, parameter name) the constructor must refuse
+CONVERGE: list = []  # (class, kwargs, steps) that minimise the quadratic and Rosenbrock tests

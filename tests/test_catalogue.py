@@ -1,0 +1,100 @@
+"""Catalogue-wide properties: convergence, no recompilation, every hyper-parameter matters."""
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stateopt
+
+from catalogue import CASES, CONVERGE, grad_sequence
+from conftest import SHAPES, assert_same, make_params, values
+
+CURVATURE = jnp.array([1.0, 2.0, 4.0, 7.0, 10.0])
+
+
+def quadratic(x):
+    return 0.5 * jnp.sum(CURVATURE * x ** 2)
+
+
+def rosenbrock(x):
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def minimise(cls, kwargs, loss, start, steps):
+    """Run ``steps`` steps of the optimizer on ``loss`` inside one jitted for_loop."""
+    x = brainstate.ParamState(jnp.asarray(start, jnp.float32))
+    opt = cls(**kwargs).register_trainable_weights({'x': x})
+
+    def step(_):
+        grads = brainstate.transform.grad(lambda: loss(x.value), grad_states={'x': x})()
+        opt.update(grads)
+
+    brainstate.transform.jit(lambda: brainstate.transform.for_loop(step, jnp.arange(steps)))()
+    return np.asarray(x.value)
+
+
+converge_ids = [f'{cls.__name__}-{i}' for i, (cls, _, _) in enumerate(CONVERGE)]
+
+
+@pytest.mark.parametrize('cls, kwargs, steps', CONVERGE, ids=converge_ids)
+def test_converges_on_a_quadratic(cls, kwargs, steps):
+    x = minimise(cls, kwargs, quadratic, np.full(5, 3.0), steps)
+    assert float(quadratic(x)) < 1e-3, x
+
+
+@pytest.mark.parametrize('cls, kwargs, steps', CONVERGE, ids=converge_ids)
+def test_converges_on_rosenbrock(cls, kwargs, steps):
+    x = minimise(cls, kwargs, rosenbrock, [-1.2, 1.0], steps)
+    assert np.abs(x - 1.0).max() < 0.05 and float(rosenbrock(x)) < 1e-3, x
+
+
+def test_every_optimizer_has_rows():
+    covered = {case.cls for case in CASES} | {cls for cls, _, _ in CONVERGE}
+    missing = [name for name in stateopt.OPTIMIZERS if getattr(stateopt, name) not in covered]
+    assert not missing, f'no catalogue rows for {missing}'
+
+
+@pytest.mark.parametrize('name', stateopt.OPTIMIZERS)
+def test_every_hyperparameter_is_shown_to_matter(name):
+    cls = getattr(stateopt, name)
+    shown = set().union(*[case.effects for case in CASES if case.cls is cls])
+    missing = set(cls._hyperparams) - shown
+    assert not missing, f'{name}: no catalogue row shows that {sorted(missing)} change the trajectory'
+
+
+effect_rows = [(case, name, value) for case in CASES for name, value in case.effects.items()]
+
+
+@pytest.mark.parametrize('case, name, value', effect_rows,
+                         ids=[f'{case.id}-{name}' for case, name, _ in effect_rows])
+def test_each_hyperparameter_changes_its_group(case, name, value):
+    """A second group overriding one hyper-parameter moves differently; the first is untouched."""
+    grads = grad_sequence(SHAPES, 6, seed=7)
+    finals = []
+    for override in ({}, {name: value}):
+        states = make_params()
+        opt = case.make().register_trainable_weights({'w': states['w']})
+        opt.add_param_group({'b': states['b']}, **override)
+        for g in grads:
+            opt.update({k: jnp.asarray(v) for k, v in g.items()})
+        finals.append(values(states))
+    assert_same(finals[0]['w'], finals[1]['w'])
+    assert not np.array_equal(finals[0]['b'], finals[1]['b']), f'{name}={value!r} changed nothing'
+
+
+@pytest.mark.parametrize('case', CASES, ids=[case.id for case in CASES])
+def test_no_recompilation_after_the_first_step(case):
+    states = make_params()
+    opt = case.make().register_trainable_weights(states)
+    dtypes = jax.tree.map(lambda leaf: leaf.dtype, opt.opt_state.value)
+    for g in grad_sequence(SHAPES, 3):
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+    assert opt._get_plan().compiled._cache_size() == 1
+    traces = []
+    step = brainstate.transform.jit(lambda g: (traces.append(1), opt.update(g)))
+    for g in grad_sequence(SHAPES, 3):
+        step({k: jnp.asarray(v) for k, v in g.items()})
+    assert len(traces) == 1
+    assert jax.tree.map(lambda leaf: leaf.dtype, opt.opt_state.value) == dtypes   # state keeps its dtypes
