@@ -5,11 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import stateopt
-
 from catalogue import CASES, CONVERGE, grad_sequence
 from conftest import SHAPES, assert_same, make_params, values
+
+import stateopt
 
 CURVATURE = jnp.array([1.0, 2.0, 4.0, 7.0, 10.0])
 
