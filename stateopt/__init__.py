@@ -1,10 +1,23 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
 from . import _optimizers, _optimizers_more, _optimizers_torch
+from ._checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointSave,
+    LoadResult,
+    load_checkpoint,
+    save_checkpoint,
+    save_checkpoint_async,
+)
+from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup
 from ._optimizers import *  # noqa: F403
 from ._optimizers_more import *  # noqa: F403
 from ._optimizers_torch import *  # noqa: F403
+from ._plot import plot_schedule
+from ._schedulers import *  # noqa: F403
+from ._schedulers import __all__ as _SCHEDULERS
 from ._state import OptimState, UniqueStateManager, param_name
 from ._version import __version__
 
@@ -14,6 +27,9 @@ OPTIMIZERS = _optimizers.__all__ + _optimizers_torch.__all__ + _optimizers_more.
 __all__ = [
     '__version__',
     'OptimState', 'UniqueStateManager', 'param_name',
-    'OptaxOptimizer', 'ParamGroup', 'OPTIMIZERS',
+    'OptaxOptimizer', 'ParamGroup', 'OPTIMIZERS', 'donating_jit',
     *OPTIMIZERS,
+    'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
+    'CheckpointError', 'CheckpointMismatchError',
+    'plot_schedule', *_SCHEDULERS,
 ]

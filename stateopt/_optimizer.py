@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import operator
-import sys
+import functools
 from collections.abc import Callable, Hashable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,23 +15,12 @@ import optax
 
 from . import _hyper
 from ._chain import chain_update, global_norm
+from ._donation import RAW as _RAW
+from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._hyper import Hyper, is_traced
 from ._state import OptimState, UniqueStateManager, _show, flatten_states, param_name, unflatten
 
 __all__ = ['OptaxOptimizer', 'ParamGroup']
-
-_RAW = operator.attrgetter('_value')  # a State's value, without trace recording or hooks
-
-
-def _calibrate_refcount() -> int:
-    """References to an array held by one container, seen while scanning a list of them."""
-    holder = {'x': jnp.zeros(())}
-    scanned = [holder['x']]
-    return max(map(sys.getrefcount, scanned))
-
-
-_UNSHARED = _calibrate_refcount()
-
 
 def _lr_check(name: str, value: Any) -> Any:
     if callable(value) and not hasattr(value, 'shape'):
@@ -145,6 +133,9 @@ class ParamGroup(MutableMapping):
                            f'its hyper-parameters are {", ".join(map(repr, optimizer._hyperparams))}')
         value = optimizer._hyperparams[key].check(key, value)
         if key == 'lr' and callable(value) and not hasattr(value, 'shape'):
+            if optimizer._scheduler is not None:
+                raise ValueError('this optimizer\'s lr scheduler drives every group; a group cannot '
+                                 'take its own lr schedule')
             self._lr_schedule = value
             optimizer._invalidate()
             return
@@ -201,17 +192,49 @@ class ParamGroup(MutableMapping):
         return f'ParamGroup({len(self._positions)} params, {shown})'
 
 
-@dataclass(eq=False)
-class _Plan:
-    """What the compiled step is specialised on; rebuilt when registration changes."""
+@dataclass(frozen=True)
+class _StepSpec:
+    """Everything the compiled step is specialised on.
 
-    states: tuple           # every registered State, in registration order
-    paths: tuple            # their key paths
+    It is hashable, so optimizers of the same class, structure and static
+    hyper-parameters share one compilation (a resumed run rebuilds its optimizer and
+    compiles nothing new).
+    """
+
+    optimizer: type         # the optimizer class: its algorithm and chain options
+    paths: tuple            # key paths of the registered States, in registration order
     names: tuple            # their names
     signatures: tuple       # (treedef, ((shape, dtype), ...)) of each value at registration
-    groups: tuple           # (positions, static hyperparams, lr schedule) per group
+    groups: tuple           # (positions, static hyper-parameter items, lr schedule) per group
     any_clip_norm: bool
-    compiled: Any = None    # the eager jax.jit
+    opt_treedef: Any        # structure of the optimizer state, passed as a list of leaves
+
+
+@dataclass(eq=False)
+class _Plan:
+    """An optimizer's compiled step and the States it updates; rebuilt when registration changes."""
+
+    states: tuple           # every registered State, in registration order
+    spec: _StepSpec
+    compiled: Any           # the eager jax.jit
+    guard: Any = None       # DonationGuard of the parameter values it donates
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_step(spec: _StepSpec) -> Callable:
+    """The eager step compiled for ``spec``, shared by every optimizer with an equal spec."""
+    return _compile_step(spec)
+
+
+def _compile_step(spec: _StepSpec) -> Callable:
+    def compiled(params, grads, opt_leaves, hypers, count, extra, static_extra):
+        # the optimizer state travels as a flat list of leaves: no dict keys to sort per call
+        new_params, new_states, count = spec.optimizer._pure_step(
+            spec, params, grads, spec.opt_treedef.unflatten(opt_leaves), hypers, count,
+            {**extra, **dict(static_extra)})
+        return new_params, jax.tree.leaves(new_states), count
+
+    return jax.jit(compiled, donate_argnums=(0, 2), static_argnums=(6,))
 
 
 class OptaxOptimizer:
@@ -255,7 +278,8 @@ class OptaxOptimizer:
 
     #: name -> Hyper for every constructor hyper-parameter (see stateopt._hyper).
     _hyperparams: dict[str, Hyper] = {**BASE_HYPERPARAMS, 'tx': Hyper(lambda name, v: v, dynamic=False)}
-    #: how weight_decay enters the chain: 'coupled' (L2 on the gradient) or 'decoupled'.
+    #: how weight_decay enters the chain: 'coupled' (L2 on the gradient), 'decoupled', or None
+    #: (the algorithm applies it inside its direction, as LAMB's trust ratio does).
     #: A static ``decoupled_weight_decay=True`` hyper-parameter makes a group decoupled.
     _decay = 'coupled'
     #: True when the algorithm's direction already includes the learning rate.
@@ -362,10 +386,12 @@ class OptaxOptimizer:
             A State already in another explicit group, no States, or an invalid
             hyper-parameter. Nothing changes.
         """
-        if self._scheduler is not None and 'lr' in hyperparams and _is_scheduler(hyperparams['lr']):
-            raise ValueError('a group cannot have its own scheduler; the optimizer\'s scheduler '
-                             'drives every group')
+        if self._scheduler is not None and callable(hyperparams.get('lr')):
+            raise ValueError('a group cannot have its own lr schedule or scheduler; the optimizer\'s '
+                             'scheduler drives every group')
         hp = self._validated(hyperparams, base=self.defaults)
+        if self._scheduler is not None:
+            self._scheduler._check_new_group(hp)
         pairs = flatten_states(states)
         if not pairs:
             raise ValueError('add_param_group got no States')
@@ -516,22 +542,22 @@ class OptaxOptimizer:
         if not len(self._registry):
             raise RuntimeError('no States are registered; call register_trainable_weights first')
         registry = self._registry
-        groups = tuple((tuple(g._positions), dict(g._static), g._lr_schedule) for g in self._groups)
-        plan = _Plan(
-            states=registry.states,
+        spec = _StepSpec(
+            optimizer=type(self),
             paths=registry.paths,
             names=registry.names,
             signatures=tuple(self._signatures[i] for i in range(len(registry))),
-            groups=groups,
+            groups=tuple((tuple(g._positions), tuple(sorted(g._static.items())), g._lr_schedule)
+                         for g in self._groups),
             any_clip_norm=any('grad_clip_norm' in _RAW(g._hyper) for g in self._groups),
+            opt_treedef=jax.tree.structure(_RAW(self.opt_state)),
         )
-        def compiled(params, grads, opt_states, hypers, count, extra, static_extra):
-            return self._pure_step(plan, params, grads, opt_states, hypers, count,
-                                   {**extra, **dict(static_extra)})
-
-        plan.compiled = jax.jit(compiled, donate_argnums=(0, 2), static_argnums=(6,))
-        self._plan = plan
-        return plan
+        try:
+            compiled = _shared_step(spec)
+        except TypeError:   # a static hyper-parameter that cannot be hashed: compile for this optimizer
+            compiled = _compile_step(spec)
+        self._plan = _Plan(states=registry.states, spec=spec, compiled=compiled)
+        return self._plan
 
     @property
     def _signatures(self) -> dict[int, tuple]:
@@ -541,27 +567,28 @@ class OptaxOptimizer:
                 cache[i] = _signature(_RAW(state))
         return cache
 
-    def _pure_step(self, plan: _Plan, params, grads, opt_states, hypers, count, extra):
+    @classmethod
+    def _pure_step(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, extra):
         """The whole update as a pure function of arrays (traced once per structure)."""
-        _check_params(plan, params)
-        grad_values = _select_grads(plan, grads)
-        norm = global_norm(grad_values) if plan.any_clip_norm else None
+        _check_params(spec, params)
+        grad_values = _select_grads(spec, grads)
+        norm = global_norm(grad_values) if spec.any_clip_norm else None
         new_params = list(params)
         new_states = []
-        for (positions, static, schedule), state, hyper in zip(plan.groups, opt_states, hypers):
+        for (positions, static, schedule), state, hyper in zip(spec.groups, opt_states, hypers):
             if not positions:
                 new_states.append(state)
                 continue
-            hp = {**static, **hyper}
+            hp = {**dict(static), **hyper}
             if schedule is not None:
                 hp['lr'] = jnp.asarray(schedule(count), jnp.float32)
-            group_params = {plan.names[i]: params[i] for i in positions}
-            group_grads = {plan.names[i]: grad_values[i] for i in positions}
+            group_params = {spec.names[i]: params[i] for i in positions}
+            group_grads = {spec.names[i]: grad_values[i] for i in positions}
             updated, state = chain_update(
-                self._algorithm(hp), group_grads, state, group_params,
-                norm=norm, extra_args=extra, **self._chain_options(hp))
+                cls._algorithm(hp), group_grads, state, group_params,
+                norm=norm, extra_args=extra, **cls._chain_options(hp))
             for i in positions:
-                new_params[i] = updated[plan.names[i]]
+                new_params[i] = updated[spec.names[i]]
             new_states.append(state)
         return tuple(new_params), tuple(new_states), count + 1
 
@@ -584,39 +611,31 @@ class OptaxOptimizer:
         params = tuple(state.value for state in plan.states)
         hypers = tuple(group._hyper.value for group in self._groups)
         new_params, new_states, count = self._pure_step(
-            plan, params, grads, self.opt_state.value, hypers, self.step_count.value, extra)
+            plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, extra)
         for state, value in zip(plan.states, new_params):
             state.value = value
         self.opt_state.value = new_states
         self.step_count.value = count
 
     def _eager_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
-        """Outside any trace: one call of the cached, buffer-donating jit."""
-        hooked = brainstate.has_state_hooks() or any(map(brainstate.State.has_hooks, plan.states))
+        """Outside any trace: one call of the cached jit, reusing the buffers it replaces."""
         params = list(map(_RAW, plan.states))
-        opt_states = _RAW(self.opt_state)
-        _protect_shared(params)
-        if vars(self.opt_state).get('_exposed', True) or _shared(jax.tree.leaves(opt_states)):
-            opt_states = jax.tree.map(jnp.copy, opt_states)
+        plan.guard = DonationGuard.protected(plan.guard, plan.states, params)
+        opt_leaves = owned_leaves(self.opt_state)
         hypers = tuple(_RAW(group._hyper) for group in self._groups)
         arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
         static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
-        new_params, new_states, count = plan.compiled(
-            tuple(params), grads, opt_states, hypers, _RAW(self.step_count), arrays, static)
-        del params, opt_states
+        new_params, new_leaves, count = plan.compiled(
+            tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), arrays, static)
+        del params, opt_leaves
         if isinstance(count, jax.core.Tracer):
             raise brainstate.TraceContextError(
                 'optimizer.update was called inside jax.jit (or another raw JAX transform), '
                 'which cannot carry State updates; use brainstate.transform.jit instead'
             )
-        if hooked:
-            for state, value in zip(plan.states, new_params):
-                state.value = value
-        else:
-            for state, value in zip(plan.states, new_params):
-                vars(state)['_value'] = value
-        _write_own(self.opt_state, new_states)
-        _write_own(self.step_count, count)
+        write_back(plan.states, new_params)
+        store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
+        write_back((self.step_count,), (count,))
 
     # -- learning rates ----------------------------------------------------------------
     @property
@@ -670,10 +689,8 @@ class OptaxOptimizer:
             owned = {names[i] for i in group._positions}
             record = {'params': [names[i] for i in group._positions]}
             for key in self._hyperparams:
-                value = group[key]
-                if key == 'tx' or (key == 'lr' and group._lr_schedule is not None):
-                    continue
-                record[key] = value
+                if _in_state_dict(group, key):
+                    record[key] = group[key]
             groups.append(record)
             slots = {}
             for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
@@ -699,6 +716,20 @@ class OptaxOptimizer:
         On any mismatch a ``ValueError`` (or ``KeyError``) names the entry and
         nothing changes.
         """
+        step_count, new_states, hyper_values, scheduler_state = self._checked_state_dict(state_dict)
+        self.step_count.value = step_count
+        self.opt_state.value = new_states
+        for group, values in zip(self._groups, hyper_values):
+            group._hyper.value = {**_RAW(group._hyper), **values}
+        if self._scheduler is not None:
+            self._scheduler.load_state_dict(scheduler_state)
+
+    def check_state_dict(self, state_dict: Mapping) -> None:
+        """Raise what :meth:`load_state_dict` would raise for ``state_dict``; change nothing."""
+        self._checked_state_dict(state_dict)
+
+    def _checked_state_dict(self, state_dict: Mapping) -> tuple:
+        """``(step count, optimizer states, hyper-parameters per group, scheduler state)`` to load."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f'load_state_dict expects a dict, got {type(state_dict).__name__}')
         expected = {'step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler'}
@@ -758,13 +789,7 @@ class OptaxOptimizer:
             raise ValueError('the state dict and this optimizer disagree on having an lr scheduler')
         if self._scheduler is not None:
             self._scheduler._check_state_dict(scheduler_state)
-        # everything checked: write
-        self.step_count.value = step_count
-        self.opt_state.value = tuple(new_states)
-        for group, values in zip(self._groups, hyper_values):
-            group._hyper.value = {**_RAW(group._hyper), **values}
-        if self._scheduler is not None:
-            self._scheduler.load_state_dict(scheduler_state)
+        return step_count, tuple(new_states), hyper_values, scheduler_state
 
     def _checked_group(self, index: int, group: ParamGroup, saved: Any, names: tuple) -> dict:
         """The dynamic values of one saved group, after checking it against ``group``."""
@@ -777,7 +802,7 @@ class OptaxOptimizer:
                              f'{index} of this optimizer holds {sorted(group.names)}')
         values = {}
         for key, spec in self._hyperparams.items():
-            if key == 'tx' or (key == 'lr' and group._lr_schedule is not None):
+            if not _in_state_dict(group, key):
                 continue
             if key not in saved:
                 raise KeyError(f'{where} has no {key!r}')
@@ -811,6 +836,19 @@ class OptaxOptimizer:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _in_state_dict(group: ParamGroup, key: str) -> bool:
+    """Whether state dicts carry the group's hyper-parameter ``key``.
+
+    They carry data: numbers, flags, strings. A schedule given as ``lr``, ``tx``, and
+    static values that are functions, transforms or optimizers (a Lookahead's base
+    optimizer, Sophia's Hessian estimator) are fixed by the code that builds the optimizer.
+    """
+    if key == 'tx' or (key == 'lr' and group._lr_schedule is not None):
+        return False
+    return key not in group._static or all(
+        isinstance(leaf, (bool, int, float, str)) for leaf in jax.tree.leaves(group._static[key]))
+
 
 def _is_array_like(value: Any) -> bool:
     return isinstance(value, (int, float, complex, np.ndarray, np.generic, jax.Array)) \
@@ -872,9 +910,9 @@ def _entry_name(entry: Any) -> Hashable:
     return entry
 
 
-def _check_params(plan: _Plan, params: tuple) -> None:
+def _check_params(spec: _StepSpec, params: tuple) -> None:
     """Each parameter must still have the structure, shapes and dtypes it was registered with."""
-    for name, value, (treedef, shapes) in zip(plan.names, params, plan.signatures):
+    for name, value, (treedef, shapes) in zip(spec.names, params, spec.signatures):
         leaves, now = jax.tree.flatten(value)
         got = tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
         if now != treedef or got != shapes:
@@ -882,15 +920,15 @@ def _check_params(plan: _Plan, params: tuple) -> None:
                              f'registered; build a new optimizer for a changed model')
 
 
-def _select_grads(plan: _Plan, grads: Any) -> list:
+def _select_grads(spec: _StepSpec, grads: Any) -> list:
     """The gradient of each registered State, checked against the parameter."""
     skeleton = {}
-    for position, path in enumerate(plan.paths):
+    for position, path in enumerate(spec.paths):
         node = skeleton
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = position
-    selected: list = [None] * len(plan.paths)
+    selected: list = [None] * len(spec.paths)
 
     def walk(node: Any, expected: dict, where: tuple) -> None:
         children = _children(node)
@@ -909,7 +947,7 @@ def _select_grads(plan: _Plan, grads: Any) -> list:
             if isinstance(sub, dict):
                 walk(children[key], sub, where + (key,))
             else:
-                selected[sub] = _checked_grad(plan, sub, children[key])
+                selected[sub] = _checked_grad(spec, sub, children[key])
 
     walk(grads, skeleton, ())
     return selected
@@ -927,9 +965,9 @@ def _where(path: tuple) -> str:
     return ''.join(f'[{k!r}]' for k in path)
 
 
-def _checked_grad(plan: _Plan, position: int, grad: Any) -> Any:
-    name = plan.names[position]
-    treedef, shapes = plan.signatures[position]
+def _checked_grad(spec: _StepSpec, position: int, grad: Any) -> Any:
+    name = spec.names[position]
+    treedef, shapes = spec.signatures[position]
     leaves, got_def = jax.tree.flatten(grad)
     if got_def != treedef:
         raise ValueError(f'the gradient for {name!r} has structure {got_def}, but the parameter has '
@@ -968,28 +1006,3 @@ def _scalar(where: str, value: Any) -> Any:
     if not _hyper._is_real_scalar(value) or isinstance(value, bool):
         raise ValueError(f'{where} must be a number, got {value!r}')
     return float(np.asarray(value))
-
-
-def _shared(leaves: list) -> bool:
-    """Whether some leaf is referenced from outside its one container (the caller holds it)."""
-    return bool(leaves) and max(map(sys.getrefcount, leaves)) > _UNSHARED
-
-
-def _protect_shared(values: list) -> None:
-    """Copy, in place in ``values``, every parameter value the caller can still reach.
-
-    ``values[i]`` is the value of State ``i``, held by the State and by ``values``:
-    more references mean the caller holds the value or one of its leaves, and
-    donating its buffers would invalidate arrays the caller can still use.
-    """
-    counts = list(map(sys.getrefcount, values))
-    for i, value in enumerate(values):
-        if counts[i] > _UNSHARED or (not isinstance(value, jax.Array) and _shared(jax.tree.leaves(value))):
-            values[i] = jax.tree.map(jnp.copy, value)
-
-
-def _write_own(state: OptimState, value: Any) -> None:
-    """Write a value the optimizer owns, leaving the State unexposed."""
-    state_vars = vars(state)
-    state_vars['_value'] = value
-    state_vars['_exposed'] = False

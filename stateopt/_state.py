@@ -20,9 +20,9 @@ class OptimState(brainstate.LongTermState):
     per-group hyper-parameters, scheduler counters. Being a State, it is traced by
     ``brainstate.transform.jit`` and captured by checkpoints.
 
-    Every read through ``.value`` marks the State as *exposed*: the caller may now
-    hold its arrays, so the next eager optimizer step copies them instead of reusing
-    their buffers in place.
+    Every read through ``.value`` is flagged: the reader may keep the value, so the
+    optimizer's in-place (donating) steps copy that value's arrays instead of reusing
+    their buffers, and no array a caller holds becomes invalid.
 
     Examples
     --------
@@ -35,6 +35,8 @@ class OptimState(brainstate.LongTermState):
     """
 
     __module__ = 'stateopt'
+    #: Reads set the ``_exposed`` flag (see stateopt._donation).
+    _flags_reads = True
 
     def _read_value(self):
         vars(self)['_exposed'] = True

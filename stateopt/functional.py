@@ -81,9 +81,13 @@ def init(optimizer: type[OptaxOptimizer], params: Any, **hyperparams: Any) -> An
     return optimizer._algorithm(_hyperparams(optimizer, hyperparams)).init(params)
 
 
-def update(optimizer: type[OptaxOptimizer], grads: Any, state: Any, params: Any,
-           **hyperparams: Any) -> tuple[Any, Any]:
+def update(optimizer: type[OptaxOptimizer], grads: Any, state: Any, params: Any, *,
+           extra_args: dict | None = None, **hyperparams: Any) -> tuple[Any, Any]:
     """One step of ``optimizer`` on the pytree ``params``: ``(new_params, new_state)``.
+
+    ``extra_args`` reach the algorithm's update, for the optimizers that take more than
+    gradients: Sophia's Hessian estimate needs ``{'obj_fn': loss_of_params}``, L-BFGS's
+    line search ``{'value': loss, 'grad': grads, 'value_fn': loss_of_params}``.
 
     Examples
     --------
@@ -96,11 +100,12 @@ def update(optimizer: type[OptaxOptimizer], grads: Any, state: Any, params: Any,
     [0.5]
     """
     hp = _hyperparams(optimizer, hyperparams)
-    return chain_update(optimizer._algorithm(hp), grads, state, params, **optimizer._chain_options(hp))
+    return chain_update(optimizer._algorithm(hp), grads, state, params, extra_args=extra_args,
+                        **optimizer._chain_options(hp))
 
 
-def step(optimizer: type[OptaxOptimizer], param: Any, grad: Any, state: Any,
-         **hyperparams: Any) -> tuple[Any, Any]:
+def step(optimizer: type[OptaxOptimizer], param: Any, grad: Any, state: Any, *,
+         extra_args: dict | None = None, **hyperparams: Any) -> tuple[Any, Any]:
     """One step of ``optimizer`` on one array: ``(new_param, new_state)``.
 
     Examples
@@ -112,7 +117,14 @@ def step(optimizer: type[OptaxOptimizer], param: Any, grad: Any, state: Any,
     >>> round(float(p[0]), 4)
     0.9
     """
-    return update(optimizer, grad, state, param, **hyperparams)
+    return update(optimizer, grad, state, param, extra_args=extra_args, **hyperparams)
+
+
+#: Arguments the generated examples pass, for optimizers that need more than the defaults.
+_EXAMPLE_ARGUMENTS = {
+    'lookahead': ('base_optimizer=optax.scale_by_adam()', ''),
+    'sophia': ('', "extra_args={'obj_fn': lambda q: jnp.sum(q ** 2)}"),
+}
 
 
 def _named(kind: str, optimizer: type[OptaxOptimizer]) -> Callable:
@@ -130,19 +142,22 @@ def _named(kind: str, optimizer: type[OptaxOptimizer]) -> Callable:
     }[kind]
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__
+    snake = _snake(optimizer.__name__)
+    hyper, extra = _EXAMPLE_ARGUMENTS.get(snake, ('', ''))
+    step_call = f'F.{snake}_step(p, jnp.array([0.5, -0.5]), s{", " if hyper else ""}{hyper}' \
+                f'{", " if extra else ""}{extra})'
+    example = [
+        '>>> import jax.numpy as jnp, optax',
+        '>>> from stateopt import functional as F',
+        f'>>> p = jnp.array([1.0, -1.0]); s = F.{snake}_init(p{", " if hyper else ""}{hyper})',
+        *([f'>>> p, s = {step_call}'] if kind != 'init' else []),
+        '>>> p.shape', '(2,)',
+    ]
     function.__doc__ = (
         f'``{usage}``: the functional form of :class:`stateopt.{optimizer.__name__}`.\n\n'
         f'Hyper-parameters default to the constructor\'s. The rule:\n\n{rule}\n\n'
-        f'Examples\n--------\n'
-        f'>>> import jax.numpy as jnp\n'
-        f'>>> from stateopt import functional as F\n'
-        f'>>> p = jnp.array([1.0, -1.0]); s = F.{_snake(optimizer.__name__)}_init(p)\n'
-        f'>>> p, s = F.{_snake(optimizer.__name__)}_step(p, jnp.array([0.5, -0.5]), s)\n'
-        f'>>> p.shape\n(2,)\n'
+        'Examples\n--------\n' + '\n'.join(example) + '\n'
     )
-    if kind == 'init':
-        function.__doc__ = function.__doc__.replace(
-            f'>>> p, s = F.{_snake(optimizer.__name__)}_step(p, jnp.array([0.5, -0.5]), s)\n', '')
     return function
 
 

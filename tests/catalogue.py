@@ -27,6 +27,8 @@ class Case:
     group: dict = field(default_factory=dict)  # overrides for a second param group
     # hyper-parameter -> another value that must change the trajectory of this configuration
     effects: dict = field(default_factory=dict)
+    # overrides under which a second group must not move at all
+    frozen: dict = field(default_factory=lambda: dict(lr=1e-28))
 
     def make(self, **overrides: Any):
         return self.cls(**{**self.kwargs, **overrides})

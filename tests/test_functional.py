@@ -16,7 +16,7 @@ ids = [case.id for case in CASES]
 
 def functional_kwargs(case):
     kwargs = dict(case.kwargs)
-    if 'beta1' in kwargs or 'beta2' in kwargs:
+    if 'betas' in case.cls._hyperparams and ('beta1' in kwargs or 'beta2' in kwargs):
         kwargs['betas'] = (kwargs.pop('beta1', 0.9), kwargs.pop('beta2', 0.999))
     return kwargs
 

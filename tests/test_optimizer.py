@@ -62,7 +62,7 @@ def test_tiny_lr_group_stays_bit_identical(case):
     states = make_params()
     before = values(states)
     opt = case.make().register_trainable_weights({'w': states['w']})
-    opt.add_param_group({'b': states['b']}, lr=1e-28)
+    opt.add_param_group({'b': states['b']}, **case.frozen)
     run_eager(opt, states, grad_sequence(SHAPES, 5))
     after = values(states)
     np.testing.assert_array_equal(after['b'], before['b'])
@@ -521,3 +521,29 @@ def test_bfloat16_parameters_keep_their_dtype():
     assert w.value.dtype == jnp.bfloat16
     assert all(leaf.dtype in (jnp.bfloat16, jnp.int32) for leaf in jax.tree.leaves(opt.opt_state.value))
     assert opt._get_plan().compiled._cache_size() == 1
+
+
+def test_nested_values_the_caller_holds_stay_valid():
+    state = brainstate.ParamState({'enc': {'w': jnp.ones(3), 'b': jnp.zeros(2)}, 'out': jnp.ones(2)})
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights({'p': state})
+    grads = {'p': {'enc': {'w': jnp.ones(3), 'b': jnp.ones(2)}, 'out': jnp.ones(2)}}
+    opt.update(grads)
+    inner = state.value['enc']                 # a nested container, not its leaves
+    moments = opt.opt_state.value[0].exp_avg   # a container inside the optimizer state
+    copies = jax.tree.map(np.array, (inner, moments))
+    opt.update(grads)
+    opt.update(grads)
+    assert_same((inner, moments), copies)
+    assert not np.array_equal(np.asarray(state.value['enc']['w']), copies[0]['w'])
+
+
+def test_state_hooks_still_run_on_eager_steps():
+    w = brainstate.ParamState(jnp.array([0.05, 1.0]))
+
+    def project(ctx):   # keep the parameter non-negative
+        ctx.transformed_value = jnp.maximum(ctx.value, 0.0)
+
+    w.register_hook('write_before', project)
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': w})
+    opt.update({'w': jnp.array([1.0, 1.0])})
+    np.testing.assert_allclose(w.value, [0.0, 0.9], rtol=1e-6)
