@@ -1,0 +1,50 @@
+"""Sphinx configuration of the stateopt documentation.
+
+Build (warnings are errors):  python -m sphinx -W --keep-going -b html docs docs/_build/html
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath('_ext'))
+
+import stateopt  # noqa: E402
+
+project = 'stateopt'
+author = 'the stateopt authors'
+copyright = '2026, the stateopt authors'
+release = stateopt.__version__
+version = '.'.join(release.split('.')[:2])
+
+extensions = [
+    'sphinx.ext.autodoc',
+    'sphinx.ext.autosummary',
+    'sphinx.ext.napoleon',
+    'sphinx.ext.mathjax',
+    'sphinx.ext.intersphinx',
+    'myst_parser',
+    'schedule_gallery',
+]
+
+source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}
+exclude_patterns = ['_build', 'Thumbs.db', '.DS_Store']
+myst_enable_extensions = ['colon_fence', 'dollarmath']
+myst_heading_anchors = 3
+
+autosummary_generate = True
+autodoc_member_order = 'bysource'
+autodoc_typehints = 'none'
+autodoc_default_options = {'members': True, 'show-inheritance': False}
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = False
+
+intersphinx_mapping = {
+    'python': ('https://docs.python.org/3', None),
+}
+intersphinx_disabled_reftypes = ['*']
+intersphinx_timeout = 5
+
+html_theme = 'furo'
+html_title = f'stateopt {release}'
+html_static_path = ['_static']
