@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['RAW', 'DonationGuard', 'owned_leaves', 'store_leaves', 'write_back', 'mark_unread']
+__all__ = ['RAW', 'DonationGuard', 'flags_reads', 'owned_leaves', 'store_leaves', 'write_back',
+           'mark_unread']
 
 #: A State's stored value, read without trace recording or hooks.
 RAW = operator.attrgetter('_value')
@@ -69,7 +70,7 @@ def _calibrate() -> tuple[int, int, int]:
 _VALUE_REFS, _LEAF_REFS, _DIRECT_REFS = _calibrate()
 
 
-def _flags_reads(state: brainstate.State) -> bool:
+def flags_reads(state: brainstate.State) -> bool:
     """Whether ``state`` is one of the optimizer's own States, which flag every read."""
     return getattr(type(state), '_flags_reads', False)
 
@@ -93,7 +94,7 @@ class DonationGuard:
 
     def __init__(self, states: Sequence[brainstate.State], values: Sequence[Any]):
         self.treedef = jax.tree.structure(list(values))
-        self.flagged = np.asarray([_flags_reads(state) for state in states], bool)
+        self.flagged = np.asarray([flags_reads(state) for state in states], bool)
         expected, owner, arrays = [], [], []
         self.nested = []     # indices of values with containers inside containers
         for index, value in enumerate(values):
@@ -159,7 +160,10 @@ def owned_leaves(state: brainstate.State) -> list:
     if _exposed(state):
         return [_copy(leaf) for leaf in leaves]
     counts = np.fromiter(map(sys.getrefcount, leaves), np.intp, len(leaves))
-    held = np.flatnonzero(counts > _LEAF_REFS)   # its container, the cached list, the argument
+    # a leaf is held by its container, the cached list and the argument; a value that is its
+    # own one leaf, by the State, the cached value, the cached list and the argument
+    own = _LEAF_REFS + (len(leaves) == 1 and leaves[0] is value)
+    held = np.flatnonzero(counts > own)
     if held.size:
         leaves = list(leaves)
         for index in held:
@@ -216,5 +220,5 @@ def write_back(states: Sequence[brainstate.State], values: Sequence[Any]) -> Non
 
 def mark_unread(states: Sequence[brainstate.State]) -> None:
     """Clear the read flag of the optimizer's own States among ``states``: nobody holds a new value."""
-    for state in filter(_flags_reads, states):
+    for state in filter(flags_reads, states):
         vars(state)['_exposed'] = False

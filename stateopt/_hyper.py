@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ __all__ = [
 
 def is_traced(value: Any) -> bool:
     """Whether any leaf of ``value`` is a JAX tracer (its number is unknown now)."""
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+    return any(map(isinstance, jax.tree.leaves(value), repeat(jax.core.Tracer)))
 
 
 def check_number(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import brainstate
 import jax
 
-from ._donation import RAW, DonationGuard, _flags_reads, mark_unread, write_back
+from ._donation import RAW, DonationGuard, flags_reads, owned_leaves, store_leaves, write_back
 from ._hyper import is_traced
 
 __all__ = ['donating_jit']
@@ -67,27 +69,28 @@ def donating_jit(
     stateful = brainstate.transform.StatefulFunction(
         fn, static_argnums=static_argnums, static_argnames=static_argnames, return_only_write=True)
 
-    def run(written: tuple, read: tuple, mask: tuple, *args: Any, **kwargs: Any) -> tuple:
-        written_iter, read_iter = iter(written), iter(read)
-        values = [next(written_iter) if is_written else next(read_iter) for is_written in mask]
-        new_values, out = stateful.jaxpr_call(values, *args, **kwargs)
-        return tuple(v for v, is_written in zip(new_values, mask) if is_written), out
+    def run(values: tuple, own_leaves: tuple, read: tuple, layout: _Layout, *args: Any,
+            **kwargs: Any) -> tuple:
+        sources = {'write': iter(values), 'own': iter(own_leaves), 'read': iter(read)}
+        treedefs = iter(layout.own_treedefs)
+        state_values = [next(treedefs).unflatten(next(sources[kind])) if kind == 'own'
+                        else next(sources[kind]) for kind in layout.kinds]
+        new_values, out = stateful.jaxpr_call(state_values, *args, **kwargs)
+        written = tuple(v for v, kind in zip(new_values, layout.kinds) if kind == 'write')
+        own = tuple(jax.tree.leaves(v) for v, kind in zip(new_values, layout.kinds) if kind == 'own')
+        return written, own, out
 
-    compiled = jax.jit(run, donate_argnums=(0,), static_argnums=(2,) + tuple(i + 3 for i in static_argnums),
-                       static_argnames=static_argnames)
+    static = (3,) + tuple(i + 4 for i in static_argnums)
+    compiled = jax.jit(run, donate_argnums=(0, 1), static_argnums=static, static_argnames=static_argnames)
+    plans: dict = {}   # argument signature -> _Plan
 
-    plans: dict = {}   # argument signature -> (states, mask, written States, guard)
-
-    def plan_for(args: tuple, kwargs: dict) -> list:
+    def plan_for(args: tuple, kwargs: dict) -> _Plan:
         signature = _signature(args, kwargs, static_argnums, static_argnames)
         plan = plans.get(signature)
         if plan is None:
             key = stateful.get_arg_cache_key(*args, **kwargs, compile_if_miss=True)
-            states = stateful.get_states_by_cache(key)
             written_ids = {id(state) for state in stateful.get_write_states_by_cache(key)}
-            mask = tuple(id(state) in written_ids for state in states)
-            written = [s for s, w in zip(states, mask) if w]
-            plan = plans[signature] = [states, mask, written, None, tuple(filter(_flags_reads, written))]
+            plan = plans[signature] = _Plan(stateful.get_states_by_cache(key), written_ids)
         return plan
 
     @functools.wraps(fn)
@@ -95,27 +98,65 @@ def donating_jit(
         if jax.config.jax_disable_jit or is_traced((args, kwargs)):
             return fn(*args, **kwargs)
         plan = plan_for(args, kwargs)
-        states, mask, written_states, guard, own_states = plan
-        written = list(map(RAW, written_states))
-        plan[3] = DonationGuard.protected(guard, written_states, written)
-        read = tuple(RAW(state) for state, is_written in zip(states, mask) if not is_written)
-        new_values, out = compiled(tuple(written), read, mask, *args, **kwargs)
-        del written
-        write_back(written_states, new_values)
-        mark_unread(own_states)
+        values = list(map(RAW, plan.written))
+        plan.guard = DonationGuard.protected(plan.guard, plan.written, values)
+        own_leaves = tuple(map(owned_leaves, plan.own))
+        read = tuple(map(RAW, plan.read))
+        new_values, new_own, out = compiled(tuple(values), own_leaves, read, plan.layout, *args, **kwargs)
+        del values, own_leaves
+        write_back(plan.written, new_values)
+        for state, treedef, leaves in zip(plan.own, plan.layout.own_treedefs, new_own):
+            store_leaves(state, treedef, leaves)
         return out
 
     return call
 
 
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """How the compiled call receives each State: donated value, donated leaves, or read only.
+
+    It is a static argument of every call; equal only to itself and hashed by identity,
+    it does not make each call walk the optimizer state's structure.
+    """
+
+    kinds: tuple            # 'write', 'own' or 'read' per State, in the traced function's order
+    own_treedefs: tuple     # structure of each 'own' State's value
+
+
+class _Plan:
+    """The States a traced function reads and writes, sorted by how the compiled call takes them.
+
+    The optimizer's own States (:class:`~stateopt.OptimState`) travel as flat lists of
+    leaves, kept between calls; other written States as their values; read-only
+    States are passed and never donated.
+    """
+
+    def __init__(self, states: tuple, written_ids: set):
+        kinds = tuple('read' if id(s) not in written_ids else 'own' if flags_reads(s) else 'write'
+                      for s in states)
+        self.written = [s for s, kind in zip(states, kinds) if kind == 'write']
+        self.own = [s for s, kind in zip(states, kinds) if kind == 'own']
+        self.read = [s for s, kind in zip(states, kinds) if kind == 'read']
+        self.layout = _Layout(kinds, tuple(jax.tree.structure(RAW(s)) for s in self.own))
+        self.guard = None
+
+
+_SHAPE_DTYPE = operator.attrgetter('shape', 'dtype')
+
+
 def _signature(args: tuple, kwargs: dict, static_argnums: tuple, static_argnames: tuple) -> tuple:
-    """What a call's compiled plan depends on: structure, shapes and dtypes, and static values."""
+    """What a call's plan depends on: structure, shapes and dtypes, and static values."""
     dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
     static = tuple(a for i, a in enumerate(args) if i in static_argnums)
     dynamic_kwargs = {k: v for k, v in kwargs.items() if k not in static_argnames}
     static_kwargs = tuple(sorted((k, v) for k, v in kwargs.items() if k in static_argnames))
     leaves, treedef = jax.tree.flatten((dynamic, dynamic_kwargs))
-    return treedef, tuple(map(_aval, leaves)), static, static_kwargs
+    try:
+        avals = tuple(map(_SHAPE_DTYPE, leaves))   # arrays: C-level
+    except AttributeError:                       # Python scalars among the arguments
+        avals = tuple(map(_aval, leaves))
+    return treedef, avals, static, static_kwargs
 
 
 def _aval(leaf: Any) -> Any:
