@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import resource
 import statistics
@@ -330,8 +331,24 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     print(f'\nprocess peak memory: {peak:.0f} MB')
     if args.json:
+        machine = {'description': f'{_cpu()}, {os.cpu_count()} cores, {jax.devices()[0].platform.upper()}, '
+                                  f'jax {jax.__version__}, Python {platform.python_version()}',
+                   'date': time.strftime('%Y-%m-%d')}
+        argv = [a for a in sys.argv[1:] if a != '--json' and a != args.json]
         with open(args.json, 'w') as f:
-            json.dump({'results': results, 'peak_mb': peak, 'argv': sys.argv[1:]}, f, indent=1)
+            json.dump({'machine': machine, 'results': results, 'peak_mb': peak, 'argv': argv}, f, indent=1)
+
+
+def _cpu() -> str:
+    """The processor's model name, where the system tells it."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == '__main__':

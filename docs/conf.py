@@ -21,9 +21,10 @@ extensions = [
     'sphinx.ext.autosummary',
     'sphinx.ext.napoleon',
     'sphinx.ext.mathjax',
-    'sphinx.ext.intersphinx',
     'myst_parser',
     'schedule_gallery',
+    'catalogue_table',
+    'performance_table',
 ]
 
 source_suffix = {'.rst': 'restructuredtext', '.md': 'markdown'}
@@ -38,12 +39,8 @@ autodoc_default_options = {'members': True, 'show-inheritance': False}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
-
-intersphinx_mapping = {
-    'python': ('https://docs.python.org/3', None),
-}
-intersphinx_disabled_reftypes = ['*']
-intersphinx_timeout = 5
+napoleon_use_ivar = True
+templates_path = ['_templates']
 
 html_theme = 'furo'
 html_title = f'stateopt {release}'

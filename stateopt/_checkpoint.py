@@ -26,9 +26,9 @@ complex                ``['complex', real, imag]``
 dict (and any          ``['dict', key, value, key, value, ...]``; keys are None, bool,
 Mapping)               int, float, str or tuples of those, encoded like values
 list, tuple            ``['list', item, ...]``, ``['tuple', item, ...]``
-array (numpy, jax,     ``['array', dtype name, [dim, ...], raw little-endian C-order
-numpy scalar)          bytes]`` for bool, (u)int8-64, float16/32/64, complex64/128,
-                       bfloat16 and the other ml_dtypes types
+array (numpy, jax,     ``['array', dtype name, [dim, ...], data]``, the data as raw
+numpy scalar)          little-endian C-order bytes, for bool, (u)int8-64,
+                       float16/32/64, complex64/128, bfloat16 and the other ml_dtypes types
 typed PRNG key array   ``['key', implementation name, <its key_data as an array>]``
 other pytree node      ``['dict', child key, child, ...]`` over its children
 =====================  ===============================================================

@@ -91,7 +91,8 @@ def _plateau_curve():
 def generate(app) -> None:
     out = os.path.join(app.srcdir, '_generated')
     os.makedirs(os.path.join(out, 'schedules'), exist_ok=True)
-    lines = ['| schedule | lr of two param groups (base lr 0.1 and, added with `lr=0.05`, 0.05) |',
+    lines = ['| schedule | lr of two param groups: base lr 0.1, and one added with `lr=0.05` (OneCycleLR and '
+             'CyclicLR set absolute lrs, so their two curves coincide) |',
              '| --- | --- |']
     for name, shown, make in _gallery():
         scheduler = make()
@@ -105,7 +106,7 @@ def generate(app) -> None:
         figure.tight_layout()
         figure.savefig(os.path.join(out, 'schedules', file), dpi=90)
         plt.close(figure)
-        lines.append(f'| `{shown}` | ![{name}](schedules/{file}) |')
+        lines.append(f'| `{shown}` | ![{name}](/_generated/schedules/{file}) |')
     figure, axes = plt.subplots(figsize=(4.2, 2.6))
     axes.plot(_plateau_curve())
     axes.set(title='ReduceLROnPlateau', xlabel='step', ylabel='lr')
@@ -113,7 +114,7 @@ def generate(app) -> None:
     figure.savefig(os.path.join(out, 'schedules', 'ReduceLROnPlateau.png'), dpi=90)
     plt.close(figure)
     lines.append('| `ReduceLROnPlateau(base_lr=0.1, factor=0.5, patience=10)`, metric stalls from step 30 '
-                 '| ![ReduceLROnPlateau](schedules/ReduceLROnPlateau.png) |')
+                 '| ![ReduceLROnPlateau](/_generated/schedules/ReduceLROnPlateau.png) |')
     with open(os.path.join(out, 'schedule_gallery.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
