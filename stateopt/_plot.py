@@ -64,5 +64,6 @@ def plot_schedule(scheduler: LRScheduler, steps: int, ax: Any = None) -> tuple[A
     ax.set_xlabel('step')
     ax.set_ylabel('learning rate')
     ax.set_title(type(scheduler).__name__)
-    ax.legend()
+    if lrs.shape[1] > 1:
+        ax.legend()
     return fig, ax
