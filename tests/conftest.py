@@ -4,6 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# The fixture generators import torch, which is never a test dependency: they are
+# scripts run by hand (see their docstrings), not test modules.
+collect_ignore = ['fixtures']
+
 SHAPES = {'w': (3, 4), 'b': (5,)}
 
 

@@ -425,7 +425,7 @@ def test_load_state_dict_checks_everything_first():
 
 
 def test_plot_schedule_draws_one_line_per_group():
-    matplotlib = pytest.importorskip('matplotlib')
+    import matplotlib
     matplotlib.use('Agg')
     row = next(row for row in ROWS if row.id == 'sequential')
     opt, scheduler, _ = make(row)
