@@ -159,10 +159,12 @@ def owned_leaves(state: brainstate.State) -> list:
     leaves = cached[1]
     if _exposed(state):
         return [_copy(leaf) for leaf in leaves]
+    direct = len(leaves) == 1 and leaves[0] is value
+    del value, cached  # a local name would count as one more holder of a direct leaf
     counts = np.fromiter(map(sys.getrefcount, leaves), np.intp, len(leaves))
     # a leaf is held by its container, the cached list and the argument; a value that is its
     # own one leaf, by the State, the cached value, the cached list and the argument
-    own = _LEAF_REFS + (len(leaves) == 1 and leaves[0] is value)
+    own = _LEAF_REFS + direct
     held = np.flatnonzero(counts > own)
     if held.size:
         leaves = list(leaves)

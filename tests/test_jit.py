@@ -57,6 +57,31 @@ def test_values_the_caller_holds_stay_valid_and_read_only_states_are_kept():
     assert int(opt.step_count.value) == 4
 
 
+def test_owned_scalar_is_donated_without_a_copy_unless_someone_holds_it():
+    from stateopt import _donation
+
+    state = stateopt.OptimState(jnp.int32(3))
+    _donation.mark_unread((state,))                  # as after a step: nobody read .value
+    first = _donation.owned_leaves(state)
+    assert first[0] is _donation.RAW(state)          # nobody else holds it: no copy
+    del first
+    held = _donation.RAW(state)                      # an outside holder, who never read .value
+    leaves = _donation.owned_leaves(state)
+    assert leaves[0] is not held and int(leaves[0]) == 3
+    del held, leaves
+    model, params, opt, train_step = make_run(stateopt.donating_jit)
+    train_step(X, Y)
+    calls = []
+    real_copy = _donation._copy
+    _donation._copy = lambda leaf: calls.append(leaf) or real_copy(leaf)
+    try:
+        for _ in range(3):
+            train_step(X, Y)
+    finally:
+        _donation._copy = real_copy
+    assert calls == []                               # a plain train step copies nothing
+
+
 def test_static_arguments_and_compilation_count():
     w = brainstate.ParamState(jnp.ones(3))
     traces = []
