@@ -111,6 +111,9 @@ class DonationGuard:
         self.arrays = np.asarray(arrays, bool)
         self.containers = np.asarray([not isinstance(v, jax.Array) for v in values], bool)
         self.flagged_indices = np.flatnonzero(self.flagged)
+        # the common case, every value a bare array of a plain State: one C-level pass decides
+        self.bare_types = (frozenset(map(type, values))
+                           if not self.containers.any() and not self.flagged.any() else None)
 
     def protect(self, states: Sequence[brainstate.State], values: list) -> bool:
         """Copy, in place in ``values``, every value the caller can still reach.
@@ -119,6 +122,10 @@ class DonationGuard:
         Returns False, changing nothing, if ``values`` do not have the structure the
         guard was built for.
         """
+        if (self.bare_types is not None and len(values) == self.owner.size
+                and self.bare_types.issuperset(map(type, values))
+                and max(map(sys.getrefcount, values), default=0) <= _VALUE_REFS):
+            return True
         counts = np.fromiter(map(sys.getrefcount, values), np.intp, len(values))
         leaves, treedef = jax.tree.flatten(values)
         if treedef != self.treedef:
@@ -161,11 +168,13 @@ def owned_leaves(state: brainstate.State) -> list:
         return [_copy(leaf) for leaf in leaves]
     direct = len(leaves) == 1 and leaves[0] is value
     del value, cached  # a local name would count as one more holder of a direct leaf
-    counts = np.fromiter(map(sys.getrefcount, leaves), np.intp, len(leaves))
+    counts = list(map(sys.getrefcount, leaves))
     # a leaf is held by its container, the cached list and the argument; a value that is its
     # own one leaf, by the State, the cached value, the cached list and the argument
     own = _LEAF_REFS + direct
-    held = np.flatnonzero(counts > own)
+    if max(counts, default=0) <= own:
+        return leaves
+    held = np.flatnonzero(np.fromiter(counts, np.intp, len(counts)) > own)
     if held.size:
         leaves = list(leaves)
         for index in held:
