@@ -311,7 +311,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=90, help='timed steps per runner and set')
     parser.add_argument('--rounds', type=int, default=6, help='interleaved rounds')
-    parser.add_argument('--instances', type=int, default=3, help='instances of each runner')
+    parser.add_argument('--instances', type=int, default=2, help='instances of each runner')
     parser.add_argument('--sets', default=','.join(PARAM_SETS), help='comma-separated set names')
     parser.add_argument('--quick', action='store_true', help='10 steps in 2 rounds')
     parser.add_argument('--json', help='also write the results to this file')
