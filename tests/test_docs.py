@@ -5,6 +5,9 @@ import re
 import subprocess
 import sys
 
+import jax
+import numpy as np
+
 import stateopt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,3 +29,24 @@ def test_docs_build_without_warnings(tmp_path):
             assert f'stateopt.{name}' in catalogue, name
     assert (html / '_autosummary' / 'stateopt.AdamW.html').exists()
     assert 'train step in donating_jit' in (html / 'performance.html').read_text()
+
+
+def test_readme_example_runs_and_trains(tmp_path, monkeypatch):
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], 'README.md', 'exec'), namespace)
+    losses, opt = namespace['losses'], namespace['opt']
+    assert len(losses) == 200 and losses[-1] < 0.1 * losses[0]
+    assert namespace['sched'].base_lrs == [3e-3, 1e-3]            # the head group's own base lr
+    np.testing.assert_allclose([float(group['lr']) for group in opt.param_groups], 0.0, atol=1e-9)
+    params = namespace['params']
+    trained = {k: jax.tree.map(np.asarray, s.value) for k, s in params.items()}
+    for state in params.values():
+        state.value = jax.tree.map(np.zeros_like, state.value)
+    stateopt.load_checkpoint('run.msgpack', {'model': params, 'optimizer': opt})
+    for key, state in params.items():
+        np.testing.assert_equal(jax.tree.map(np.asarray, state.value), trained[key], err_msg=str(key))
+    assert int(opt.step_count.value) == 200
