@@ -69,7 +69,7 @@ def donating_jit(
     stateful = brainstate.transform.StatefulFunction(
         fn, static_argnums=static_argnums, static_argnames=static_argnames, return_only_write=True)
 
-    def run(values: tuple, own_leaves: tuple, read: tuple, layout: _Layout, *args: Any,
+    def run(layout: _Layout, values: tuple, own_leaves: tuple, read: tuple, *args: Any,
             **kwargs: Any) -> tuple:
         sources = {'write': iter(values), 'own': iter(own_leaves), 'read': iter(read)}
         treedefs = iter(layout.own_treedefs)
@@ -80,8 +80,7 @@ def donating_jit(
         own = tuple(jax.tree.leaves(v) for v, kind in zip(new_values, layout.kinds) if kind == 'own')
         return written, own, out
 
-    static = (3,) + tuple(i + 4 for i in static_argnums)
-    compiled = jax.jit(run, donate_argnums=(0, 1), static_argnums=static, static_argnames=static_argnames)
+    static = tuple(i + 3 for i in static_argnums)
     plans: dict = {}   # argument signature -> _Plan
 
     def plan_for(args: tuple, kwargs: dict) -> _Plan:
@@ -91,6 +90,9 @@ def donating_jit(
             key = stateful.get_arg_cache_key(*args, **kwargs, compile_if_miss=True)
             written_ids = {id(state) for state in stateful.get_write_states_by_cache(key)}
             plan = plans[signature] = _Plan(stateful.get_states_by_cache(key), written_ids)
+            # the layout is bound, not passed: a static argument costs tens of µs per call
+            plan.compiled = jax.jit(functools.partial(run, plan.layout), donate_argnums=(0, 1),
+                                    static_argnums=static, static_argnames=static_argnames)
         return plan
 
     @functools.wraps(fn)
@@ -102,7 +104,7 @@ def donating_jit(
         plan.guard = DonationGuard.protected(plan.guard, plan.written, values)
         own_leaves = tuple(map(owned_leaves, plan.own))
         read = tuple(map(RAW, plan.read))
-        new_values, new_own, out = compiled(tuple(values), own_leaves, read, plan.layout, *args, **kwargs)
+        new_values, new_own, out = plan.compiled(tuple(values), own_leaves, read, *args, **kwargs)
         del values, own_leaves
         write_back(plan.written, new_values)
         for state, treedef, leaves in zip(plan.own, plan.layout.own_treedefs, new_own):
@@ -116,8 +118,7 @@ def donating_jit(
 class _Layout:
     """How the compiled call receives each State: donated value, donated leaves, or read only.
 
-    It is a static argument of every call; equal only to itself and hashed by identity,
-    it does not make each call walk the optimizer state's structure.
+    Each plan's compiled function has its layout bound in, so no call passes or hashes it.
     """
 
     kinds: tuple            # 'write', 'own' or 'read' per State, in the traced function's order
@@ -140,6 +141,7 @@ class _Plan:
         self.read = [s for s, kind in zip(states, kinds) if kind == 'read']
         self.layout = _Layout(kinds, tuple(jax.tree.structure(RAW(s)) for s in self.own))
         self.guard = None
+        self.compiled = None    # the jitted step for this layout, set by donating_jit
 
 
 _SHAPE_DTYPE = operator.attrgetter('shape', 'dtype')
