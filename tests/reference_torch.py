@@ -68,17 +68,21 @@ def adamax(p, g, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, m
     return p - lr * m / ((1 - b1 ** t) * u), {'t': t, 'm': m, 'u': u}
 
 
+def _torch_decay(p, g, lr, weight_decay, decoupled):
+    """NAdam's and RAdam's weight decay: shrink p (decoupled) or add wd * p to g (L2)."""
+    if not weight_decay:
+        return p, g
+    if decoupled:
+        return p * (1 - lr * weight_decay), g
+    return p, g + weight_decay * p
+
+
 def nadam(p, g, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
           decoupled_weight_decay=False, maximize=False):
     """torch.optim.NAdam."""
     b1, b2 = betas
     t = state.get('t', 0) + 1
-    g = _direction_sign(g, maximize)
-    if weight_decay:
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
+    p, g = _torch_decay(p, _direction_sign(g, maximize), lr, weight_decay, decoupled_weight_decay)
     mu = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
     mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
     mu_product = state.get('mu_product', 1.0) * mu
@@ -95,12 +99,7 @@ def radam(p, g, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
     """torch.optim.RAdam."""
     b1, b2 = betas
     t = state.get('t', 0) + 1
-    g = _direction_sign(g, maximize)
-    if weight_decay:
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
+    p, g = _torch_decay(p, _direction_sign(g, maximize), lr, weight_decay, decoupled_weight_decay)
     m = b1 * state.get('m', np.zeros_like(p)) + (1 - b1) * g
     v = b2 * state.get('v', np.zeros_like(p)) + (1 - b2) * g * g
     m_hat = m / (1 - b1 ** t)

@@ -454,6 +454,23 @@ def test_arrays_the_caller_holds_stay_valid(mlp):
     assert not np.array_equal(np.asarray(params[('l1', 'weight')].value['weight']), copies[0]['weight'])
 
 
+
+@pytest.mark.parametrize('jit', ['eager', 'donating_jit'])
+def test_bare_array_values_the_caller_holds_stay_valid(jit):
+    # every value a bare array: the guard's one-pass path decides
+    states = make_params()
+    start = values(states)
+    grads = {k: jnp.full(v.shape, 0.5, jnp.float32) for k, v in start.items()}
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(states)
+    update = opt.update if jit == 'eager' else stateopt.donating_jit(opt.update)
+    update(grads)
+    held = states['w'].value
+    for _ in range(3):
+        update(grads)
+    np.testing.assert_array_equal(np.asarray(held), start['w'] - np.float32(0.1 * 0.5))
+    for key, value in values(states).items():       # plain SGD: p - 4 * lr * g
+        np.testing.assert_allclose(value, start[key] - 4 * 0.1 * 0.5, rtol=1e-6, err_msg=key)
+
 # -- closures, learning rates, tx -----------------------------------------------------------
 
 def test_closure_returns_the_loss(mlp):
