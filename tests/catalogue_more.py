@@ -127,13 +127,14 @@ CASES = [
     Case('adopt', stateopt.ADOPT, dict(lr=0.01), ref.adopt, dict(lr=0.01),
          group=dict(lr=0.03, betas=(0.8, 0.99), clip_exponent=0.5),
          effects=dict(lr=0.03, betas=(0.8, 0.99), eps=1e-1, clip_exponent=None, weight_decay=0.5,
-                      decoupled_weight_decay=True, maximize=True, **CLIPS)),
+                      maximize=True, **CLIPS)),
     Case('adopt-decoupled-unclipped', stateopt.ADOPT,
          dict(lr=0.02, betas=(0.7, 0.95), eps=1e-4, weight_decay=0.1, decoupled_weight_decay=True,
               clip_exponent=None, maximize=True),
          ref.adopt, dict(lr=0.02, betas=(0.7, 0.95), eps=1e-4, weight_decay=0.1,
                          decoupled_weight_decay=True, clip_exponent=None, maximize=True),
-         group=dict(decoupled_weight_decay=False, clip_exponent=0.25, maximize=False)),
+         group=dict(decoupled_weight_decay=False, clip_exponent=0.25, maximize=False),
+         effects=dict(decoupled_weight_decay=False)),   # where there is weight decay to couple
     Case('adan', stateopt.Adan, dict(lr=0.01), ref.adan, dict(lr=0.01),
          group=dict(lr=0.03, betas=(0.9, 0.8, 0.95), weight_decay=0.1),
          effects=dict(lr=0.03, betas=(0.9, 0.8, 0.95), eps=1e-1, weight_decay=0.5, maximize=True,
@@ -257,7 +258,9 @@ INVALID = [
 #: (class, constructor kwargs, steps): each must minimise the quadratic and Rosenbrock tests.
 CONVERGE = [
     (stateopt.Lamb, dict(lr=optax.cosine_decay_schedule(5e-2, 6000)), 6000),
-    (stateopt.Lars, dict(lr=0.5, trust_coefficient=0.02), 6000),
+    # a decaying lr: with a constant one the last iterate circles the minimum, and float32 rounding
+    # (FMA or not, another fusion) decides where it stops
+    (stateopt.Lars, dict(lr=optax.cosine_decay_schedule(0.5, 6000), trust_coefficient=0.02), 6000),
     (stateopt.Lookahead, dict(base_optimizer=ADAM_DIRECTION, lr=3e-2), 4000),
     (stateopt.Lookahead, dict(base_optimizer=stateopt.Adam(), lr=3e-2, sync_period=10, alpha=0.8), 4000),
     (stateopt.Yogi, dict(lr=2e-2), 4000),
@@ -275,7 +278,7 @@ CONVERGE = [
     (stateopt.Prodigy, dict(lr=optax.cosine_decay_schedule(1.0, 8000)), 8000),
     (stateopt.ADOPT, dict(lr=optax.cosine_decay_schedule(5e-2, 8000), betas=(0.9, 0.99)), 8000),
     (stateopt.Adan, dict(lr=2e-2), 4000),
-    (stateopt.NAdamW, dict(lr=2e-2, weight_decay=0.0), 4000),
+    (stateopt.NAdamW, dict(lr=optax.cosine_decay_schedule(2e-2, 4000), weight_decay=0.0), 4000),
     (stateopt.Sophia, dict(lr=optax.cosine_decay_schedule(2e-2, 6000), weight_decay=0.0, hessian=SQUARED),
      6000),
 ]

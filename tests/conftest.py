@@ -30,12 +30,81 @@ def snapshot(opt, states: dict) -> tuple:
 
 
 def assert_same(a, b) -> None:
-    """Bit-identical pytrees."""
+    """Bit-identical pytrees.
+
+    Only for values no arithmetic produced differently: stored and loaded, held and copied, or
+    computed twice by the same compiled code on the same inputs (a resume runs the same step).
+    Results of different compiled code (eager, jit, for_loop, scan, another machine) or of a
+    reference are compared with `assert_close_f32`.
+    """
     leaves_a, tree_a = jax.tree.flatten(a)
     leaves_b, tree_b = jax.tree.flatten(b)
     assert tree_a == tree_b
     for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+#: float32's machine epsilon, 2**-23: one correctly rounded operation is off by at most half of it.
+F32_EPS = float(np.finfo(np.float32).eps)
+#: The relative tolerance one step of float32 arithmetic (an optimizer update, a forward pass) adds.
+F32_STEP_RTOL = 16 * F32_EPS
+
+
+def f32_tolerances(steps: int = 1, scale: float = 1.0) -> dict:
+    """The ``rtol`` and ``atol`` of `assert_close_f32`, as keywords for ``np.testing.assert_allclose``."""
+    rtol = steps * F32_STEP_RTOL
+    return dict(rtol=rtol, atol=rtol * scale)
+
+
+def _is_exact(leaf) -> bool:
+    return not np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+
+
+def assert_close_f32(actual, desired, *, steps: int = 1, scale: float | None = None,
+                     err_msg: str = '') -> None:
+    """Assert that two float32 results agree to float32 rounding, ``steps`` steps of arithmetic apart.
+
+    The tolerance for results of different compiled code: eager, jit, for_loop or scan, another
+    fusion, another CPU or a GPU, and a float64 reference or a torch trajectory. Each float32
+    operation rounds to within half an ulp (``F32_EPS / 2`` relative), but two compilations
+    contract multiply-adds, order sums and approximate ``exp``/``tanh``/``rsqrt`` differently, so
+    a step of a few dozen operations (an optimizer update, a forward pass) may land some ulps
+    away, and the differences of successive steps add up: ``rtol = steps * 16 * F32_EPS``
+    (1.9e-6 per step). The same budget covers float32 hyper-parameters against a float64
+    reference (``1 - beta2`` for a float32 ``beta2 = 0.999`` is 1.3e-5 off, which moves Adam's
+    first step by 6e-6 of the lr).
+
+    A value that cancels towards zero keeps the absolute error of the operands it came from, so
+    ``atol = rtol * scale``, where ``scale`` is the magnitude of those operands: by default the
+    largest magnitude in each desired array; pass it where every entry is a cancellation of
+    larger terms (a model output near zero from activations of order 1). Matmuls run at float32
+    precision in every test (the ``_float32_matmuls`` fixture), so a GPU's TF32 does not count.
+
+    Integer and boolean leaves (step counts) must be equal, and the pytrees must have the same
+    structure (a list is a pytree too: compare ``np.asarray(values)``).
+
+    Parameters
+    ----------
+    actual, desired : array or pytree of arrays
+        The float32 result, and the result or reference it must match.
+    steps : int
+        How many steps of arithmetic (optimizer updates, forward passes) separate the two.
+    scale : float, optional
+        The magnitude of the operands the results were computed from.
+    err_msg : str
+        Prefixed to each failure message, with the leaf's path.
+    """
+    paths_and_leaves, tree_a = jax.tree_util.tree_flatten_with_path(actual)
+    leaves_d, tree_d = jax.tree.flatten(desired)
+    assert tree_a == tree_d, f'{err_msg} structures differ: {tree_a} and {tree_d}'.strip()
+    for (path, a), d in zip(paths_and_leaves, leaves_d):
+        what = f'{err_msg} {jax.tree_util.keystr(path)}'.strip()
+        a, d = np.asarray(a), np.asarray(d)
+        if _is_exact(a) and _is_exact(d):
+            np.testing.assert_array_equal(a, d, err_msg=what)
+            continue
+        leaf_scale = (float(np.max(np.abs(d))) if d.size else 0.0) if scale is None else scale
+        np.testing.assert_allclose(a, d, err_msg=what, **f32_tolerances(steps, leaf_scale))
 
 
 class MLP(brainstate.nn.Module):
@@ -54,3 +123,16 @@ class MLP(brainstate.nn.Module):
 def mlp():
     brainstate.random.seed(0)
     return MLP()
+
+
+@pytest.fixture(autouse=True)
+def _float32_matmuls():
+    """Every test runs its float32 matmuls at float32 precision.
+
+    The tests check algorithms (against float64 references, and across compiled paths), not a
+    backend's matmul precision: a GPU's default float32 matmul rounds its inputs to 10
+    significant bits (TF32), errors of 1e-3 in Muon's Newton-Schulz iterations and in every
+    forward pass. XLA's CPU matmuls are float32 whatever the setting.
+    """
+    with jax.default_matmul_precision('highest'):
+        yield

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from catalogue import CASES, CONVERGE, grad_sequence
 from catalogue_more import SHOWN_ELSEWHERE
-from conftest import SHAPES, assert_same, make_params, values
+from conftest import SHAPES, assert_close_f32, make_params, values
 
 import stateopt
 
@@ -93,7 +93,7 @@ def baseline(case_id: str) -> dict:
 def test_each_hyperparameter_changes_its_group(case, name, value):
     """A second group overriding one hyper-parameter moves differently; the first is untouched."""
     finals = [baseline(case.id), two_group_run(case, {name: value})]
-    assert_same(finals[0]['w'], finals[1]['w'])
+    assert_close_f32(finals[1]['w'], finals[0]['w'], steps=6)   # a static override compiles another step
     changed = [key for key in ('b', 'm') if not np.array_equal(finals[0][key], finals[1][key])]
     assert changed, f'{name}={value!r} changed nothing'
 

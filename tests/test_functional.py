@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import reference
 from catalogue import CASES, grad_sequence
-from conftest import SHAPES, assert_same, make_params, values
+from conftest import SHAPES, assert_close_f32, make_params, values
 
 import stateopt
 from stateopt import functional as F
@@ -30,18 +30,19 @@ def test_functional_update_matches_reference_and_class(case):
     state = F.init(case.cls, params, **kwargs)
     dynamic = {k: v for k, v in kwargs.items() if case.cls._hyperparams[k].dynamic}
     static = {k: v for k, v in kwargs.items() if k not in dynamic}
-    # hyper-parameters as jit arguments, as the classes pass them: then the two agree bit for bit
+    # hyper-parameters as jit arguments, as the classes pass them
     update = jax.jit(lambda g, s, p, hp: F.update(case.cls, g, s, p, **hp, **static))
     for g in grads:
         params, state = update({k: jnp.asarray(v) for k, v in g.items()}, state, params, dynamic)
     for key in SHAPES:
         want = reference.trajectory(case.rule, values(states)[key], [g[key] for g in grads], **case.ref)[-1]
-        np.testing.assert_allclose(params[key], want, rtol=2e-5, atol=2e-6)
+        assert_close_f32(params[key], want, steps=8)
     opt = case.make().register_trainable_weights(states)
     for g in grads:
         opt.update({k: jnp.asarray(v) for k, v in g.items()})
-    assert_same(values(states), params)
-    assert_same(opt.opt_state.value[0], state)
+    # the class compiles its own step (other constants, other fusions): equal to float32 rounding
+    assert_close_f32(values(states), params, steps=8)
+    assert_close_f32(opt.opt_state.value[0], state, steps=8)
 
 
 def test_named_functions_per_array():
@@ -49,7 +50,7 @@ def test_named_functions_per_array():
     s = F.sgd_init(p, momentum=0.9)
     for _ in range(2):
         p, s = F.sgd_step(p, jnp.array([1.0, 1.0]), s, lr=0.1, momentum=0.9)
-    np.testing.assert_allclose(p, [1.0 - 0.29, -2.0 - 0.29], rtol=1e-6)
+    assert_close_f32(p, np.array([1.0 - 0.29, -2.0 - 0.29]), steps=2)
     assert {'adamw_init', 'adamw_update', 'adamw_step', 'adam_step', 'sgd_update'} <= set(F.__all__)
     assert F.OPTIMIZERS['adamw'] is stateopt.AdamW
 

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 import reference_torch
-from conftest import assert_same, snapshot, values
+from conftest import assert_close_f32, assert_same, snapshot, values
 
 import stateopt
 from stateopt import functional as F
@@ -50,8 +50,8 @@ def test_reproduces_torch_trajectory(config):
     for step in range(len(grads['w'])):
         opt.update({name: jnp.asarray(g[step]) for name, g in grads.items()})
         for name, state in states.items():
-            np.testing.assert_allclose(np.asarray(state.value), FIXTURE[f'{config}/{name}'][step],
-                                       rtol=1e-5, atol=1e-6, err_msg=f'{config} {name} step {step + 1}')
+            assert_close_f32(state.value, FIXTURE[f'{config}/{name}'][step], steps=step + 1,
+                             err_msg=f'{config} {name} step {step + 1}')
 
 
 def test_fixture_was_written_by_torch_2_13_and_covers_the_torch_named_catalogue():
@@ -87,7 +87,7 @@ def test_rprop_lr_change_rescales_the_step_sizes():
             state['step_size'] = state['step_size'] * lrs[t] / lrs[t - 1]
         p, state = reference_torch.rprop(p, np.asarray(g), state, lr=lrs[0])
         want.append(p)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert_close_f32(np.asarray(got), np.asarray(want), steps=len(lrs))
 
 
 def test_rprop_follows_an_optax_schedule_and_a_zero_lr_changes_nothing():
@@ -96,7 +96,7 @@ def test_rprop_follows_an_optax_schedule_and_a_zero_lr_changes_nothing():
     opt = stateopt.Rprop(lr=schedule).register_trainable_weights({'w': w})
     for _ in range(4):
         opt.update({'w': jnp.ones(2)})
-    np.testing.assert_allclose(w.value, -np.full(2, 0.01 + 0.012 + 0.5 * (0.0144 + 0.01728)), rtol=1e-6)
+    assert_close_f32(w.value, -np.full(2, 0.01 + 0.012 + 0.5 * (0.0144 + 0.01728)), steps=4)
     frozen, opt = rprop_run([0.01, 0.0, 0.0], RPROP_GRADS[:3])
     before = snapshot(opt, {})
     np.testing.assert_array_equal(frozen[1], frozen[0])
@@ -123,7 +123,7 @@ def test_adafactor_lr_none_is_torch_default_lr():
             opt.update({'w': jnp.full((2, 3), 1.0 + step)})
         finals.append(values({'w': w}))
         assert opt.param_groups[0]['lr'] == pytest.approx(1e-2)
-    assert_same(*finals)
+    assert_same(*finals)   # lr=None is checked into 1e-2: the same compiled step on the same inputs
 
 
 def test_adafactor_zero_gradient_rows_stay_finite_with_a_tiny_eps1():
@@ -156,7 +156,7 @@ def test_torch_spellings_and_functional_names():
         assert {f'{name}_init', f'{name}_update', f'{name}_step'} <= set(F.__all__)
     p = jnp.ones((2, 2))
     p, _ = F.rprop_step(p, jnp.ones((2, 2)), F.rprop_init(p), lr=0.25)
-    np.testing.assert_allclose(p, np.full((2, 2), 0.75))
+    assert_close_f32(p, np.full((2, 2), 0.75))
 
 
 @pytest.mark.parametrize('beta2', [0.5, 0.9, 0.99, 0.999, 0.9999])
@@ -165,4 +165,4 @@ def test_radam_sma_length_is_accurate_in_float32(beta2):
     steps = np.array([1, 2, 5, 6, 10, 100, 1000, 100000], np.float64)
     want = (2 / (1 - b) - 1) - 2 * steps * b ** steps / (1 - b ** steps)
     got = jax.vmap(lambda t: radam_sma_length(beta2, t))(jnp.asarray(steps, jnp.float32))
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert_close_f32(got, want, scale=1.0)   # relative accuracy: the length is 1 at step 1, up to 2e4 later
