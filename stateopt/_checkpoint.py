@@ -7,15 +7,18 @@ unsigned big-endian)::
     offset  size  field
     0       8     magic bytes  b'\\x89STOPT\\r\\n'
     8       4     format version (1)
-    12      32    SHA-256 of bytes [0, 12) followed by bytes [48, end of file)
-    44      4     header length H
+    12      32    SHA-256 of bytes [0, 12) followed by bytes [44, end of file)
+    44      4     header length H (at most 65536)
     48      H     header: a msgpack map {'format': 'stateopt-checkpoint',
                   'format_version': 1, 'stateopt_version': '<stateopt.__version__>'}
     48 + H  ...   payload: the msgpack encoding of the saved tree
 
-The checksum covers every byte but its own, so any corruption or truncation is
-detected. In the payload every container is a msgpack array whose first element
-names its kind, so keys of any hashable kind survive, tuple keys included:
+The checksum covers every byte but its own (the header length included), so any
+corruption or truncation is detected. A reader checks the magic bytes, the version
+and the header before it reads the payload, so a file that is not a checkpoint
+costs a few bytes of reading. In the payload every container is a msgpack array
+whose first element names its kind, so keys of any hashable kind survive, tuple
+keys included:
 
 =====================  ===============================================================
 Python value           msgpack encoding
@@ -41,13 +44,20 @@ data only: nothing in it is unpickled or executed. One array holds at most 4 GiB
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import contextlib
+import errno
 import hashlib
+import inspect
 import math
 import os
+import re
 import secrets
+import stat
 import struct
 import threading
+import warnings
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,6 +72,11 @@ import numpy as np
 from ._state import _path_entry
 from ._version import __version__
 
+try:
+    import fcntl
+except ImportError:       # Windows: the temporaries of killed saves are left in place
+    fcntl = None
+
 __all__ = [
     'CheckpointError', 'CheckpointMismatchError', 'CheckpointSave', 'LoadResult',
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint',
@@ -75,6 +90,8 @@ _DIGEST = slice(12, 44)
 #: Containers nest at most this deep, in a target and in a file.
 MAX_DEPTH = 64
 _INLINE_BYTES = 1 << 16    # larger arrays are written from their own buffers, uncopied
+_MAX_HEADER = 1 << 16      # bytes a header may have
+_TOKEN_BYTES = 6           # random bytes in a temporary file's name
 
 _DTYPES = {np.dtype(t).name: np.dtype(t) for t in (
     np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
@@ -86,7 +103,8 @@ _DTYPES.update({name: np.dtype(getattr(ml_dtypes, name)) for name in (
 
 
 class CheckpointError(Exception):
-    """A checkpoint file that cannot be read: corrupt, truncated, or not a checkpoint.
+    """A checkpoint file that cannot be read: corrupt, truncated, or not a checkpoint
+    (another kind of file, a directory, a FIFO, a device).
 
     Every damaged file raises this class (or :class:`CheckpointMismatchError`);
     no other error escapes from reading one. A missing or unreadable file raises
@@ -293,61 +311,260 @@ def _frame(payload: list) -> list:
     return [opening, digest.digest(), *rest]
 
 
-def _unframe(data: bytes, name: str) -> memoryview:
-    """The verified payload of a file's bytes; CheckpointError if anything is off."""
-    if len(data) < _PREFIX.size:
-        raise CheckpointError(f'{name} is truncated or not a stateopt checkpoint: it has '
-                              f'{len(data)} bytes, fewer than a header')
-    magic, version, digest, header_size = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise CheckpointError(f'{name} is not a stateopt checkpoint (its first bytes are {magic!r})')
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f'{name} has checkpoint format version {version}; this stateopt '
-                              f'({__version__}) reads version {FORMAT_VERSION}: it was written '
-                              f'by a newer stateopt, or it is corrupt')
-    view = memoryview(data)
-    check = hashlib.sha256(view[:_DIGEST.start])
-    check.update(view[_DIGEST.stop:])
+def _file_kind(path: str, status: os.stat_result) -> str:
+    """What a file that is not a regular one is: ``a FIFO``, ``a symbolic link to a directory``."""
+    mode = status.st_mode
+    kind = ('a directory' if stat.S_ISDIR(mode) else 'a FIFO' if stat.S_ISFIFO(mode)
+            else 'a character device' if stat.S_ISCHR(mode) else 'a block device' if stat.S_ISBLK(mode)
+            else 'a socket' if stat.S_ISSOCK(mode) else 'not a regular file')
+    return f'a symbolic link to {kind}' if os.path.islink(path) else kind
+
+
+def _read_verified(path: str) -> memoryview:
+    """The payload of the checkpoint file ``path``, read after its magic bytes, version and
+    header are checked and verified against the checksum; CheckpointError if anything is off.
+
+    Only regular files are opened (a FIFO would block, a device never ends), and no
+    more than the file's own size is ever read or allocated.
+    """
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise CheckpointError(f'{path} is {_file_kind(path, status)}, not a checkpoint file; pass the path '
+                              f'of a file written by save_checkpoint')
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, 'O_BINARY', 0) | getattr(os, 'O_NONBLOCK', 0))
+    with open(descriptor, 'rb') as file:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):          # replaced since os.stat
+            raise CheckpointError(f'{path} is not a regular file, not a checkpoint file; pass the path '
+                                  f'of a file written by save_checkpoint')
+        opening = file.read(_PREFIX.size)
+        if len(opening) < _PREFIX.size:
+            raise CheckpointError(f'{path} is truncated or not a stateopt checkpoint: it has '
+                                  f'{len(opening)} bytes, fewer than a header')
+        magic, version, digest, header_size = _PREFIX.unpack(opening)
+        if magic != MAGIC:
+            raise CheckpointError(f'{path} is not a stateopt checkpoint (its first bytes are {magic!r})')
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f'{path} has checkpoint format version {version}; this stateopt '
+                                  f'({__version__}) reads version {FORMAT_VERSION}: it was written '
+                                  f'by a newer stateopt, or it is corrupt')
+        if header_size > min(_MAX_HEADER, status.st_size - _PREFIX.size):
+            raise CheckpointError(f'{path} is corrupt or truncated: it declares a header of {header_size} '
+                                  f'bytes, but headers have at most {_MAX_HEADER} and the file has '
+                                  f'{status.st_size - _PREFIX.size} after the first {_PREFIX.size}')
+        header_bytes = file.read(header_size)
+        try:
+            header = msgpack.unpackb(header_bytes)
+        except Exception as exc:
+            raise CheckpointError(f'{path} has an invalid header: {type(exc).__name__}: {exc}') from None
+        if not isinstance(header, dict) or header.get('format') != FORMAT_NAME \
+                or header.get('format_version') != FORMAT_VERSION:
+            raise CheckpointError(f'{path} has an invalid header: {header!r}')
+        payload = file.read()
+    check = hashlib.sha256(opening[:_DIGEST.start])
+    for piece in (opening[_DIGEST.stop:], header_bytes, payload):
+        check.update(piece)
     if check.digest() != digest:
-        raise CheckpointError(f'{name} is corrupt or truncated: its SHA-256 checksum does not match')
-    end = _PREFIX.size + header_size
+        raise CheckpointError(f'{path} is corrupt or truncated: its SHA-256 checksum does not match')
+    return memoryview(payload)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+def _save_error(path: str, target: str, exc: OSError) -> OSError:
+    """``exc``, met while saving ``path`` (which writes ``target``), as an error of the same
+    kind that names ``path`` and says what to do."""
+    directory = os.path.dirname(target)
+    where = f'{path} (a symbolic link to {target})' if os.path.islink(path) else path
+    advice = {
+        errno.ENOENT: f'the directory {directory} does not exist; create it first (os.makedirs)',
+        errno.ENOTDIR: f'a part of {directory} is not a directory; pass a path in a directory',
+        errno.EROFS: 'it is on a read-only file system; save to a writable location',
+        errno.EACCES: f'no permission to write files in the directory {directory}; save elsewhere or '
+                      f'make the directory writable',
+        errno.ENOSPC: 'no space left on the device; free some space or save elsewhere (the file that '
+                      'was there is intact)',
+        errno.EDQUOT: 'the disk quota is exceeded; free some space or save elsewhere (the file that '
+                      'was there is intact)',
+        errno.EISDIR: 'it is a directory; pass a file name, for example one inside it',
+        errno.EEXIST: 'it exists; pass overwrite=True to replace it',
+        errno.ENAMETOOLONG: 'the name is too long for the file system; pass a shorter one',
+        errno.ELOOP: 'its symbolic links form a loop; fix the links or pass another path',
+    }
+    advice[errno.EPERM] = advice[errno.EACCES]
+    reason = advice.get(exc.errno) or f'{exc.strerror or exc}; the file that was there is intact'
+    message = f'cannot save the checkpoint {where}: {reason}'
+    if exc.errno is None:
+        return OSError(message)
     try:
-        header = msgpack.unpackb(view[_PREFIX.size:end]) if end <= len(data) else None
-    except Exception as exc:
-        raise CheckpointError(f'{name} has an unreadable header: {exc}') from None
-    if not isinstance(header, dict) or header.get('format') != FORMAT_NAME \
-            or header.get('format_version') != FORMAT_VERSION:
-        raise CheckpointError(f'{name} has an invalid header: {header!r}')
-    return view[end:]
+        return type(exc)(exc.errno, message)
+    except TypeError:                       # an OSError subclass with other arguments
+        return OSError(exc.errno, message)
+
+
+def _target(path: str, overwrite: bool) -> str:
+    """The file a save to ``path`` writes: ``path``, or what its chain of symbolic links
+    points to (existing or not). Refuses what the save must not write, naming ``path``."""
+    try:
+        target = os.path.realpath(path, strict=True)
+    except FileNotFoundError:
+        target = os.path.realpath(path)
+    except OSError as exc:                   # a loop of links
+        raise _save_error(path, os.path.abspath(path), exc) from None
+    if os.path.isdir(target):
+        raise _save_error(path, target, IsADirectoryError(errno.EISDIR, 'is a directory'))
+    if not overwrite and os.path.lexists(path):
+        if not os.path.exists(target):
+            raise FileExistsError(errno.EEXIST, f'cannot save the checkpoint {path}: it is a symbolic link '
+                                                f'to {target}, which does not exist; pass overwrite=True '
+                                                f'to write {target}')
+        raise _save_error(path, target, FileExistsError(errno.EEXIST, 'exists'))
+    return target
+
+
+def _name_max(directory: str) -> int:
+    try:
+        limit = os.pathconf(directory, 'PC_NAME_MAX')
+    except (AttributeError, OSError, ValueError):
+        return 255
+    return limit if limit and limit > 0 else 255
+
+
+def _temporaries(target: str) -> tuple[str, re.Pattern]:
+    """The name prefix of ``target``'s temporary files, and the pattern of their names.
+
+    A temporary is ``.<name>.<tag>-<random>.tmp`` beside ``target``: ``<tag>`` (8 hex
+    digits of the SHA-256 of the whole name) tells the checkpoint apart, and ``<name>``
+    is cut (at a character) to keep the whole within the file system's limit on names.
+    """
+    directory, name = os.path.split(target)
+    raw = os.fsencode(name)
+    tag = hashlib.sha256(raw).hexdigest()[:8]
+    room = max(0, _name_max(directory) - len(f'..{tag}-.tmp') - 2 * _TOKEN_BYTES)
+    if room < len(raw):
+        while room and raw[room] & 0xC0 == 0x80:     # not inside a UTF-8 sequence
+            room -= 1
+        raw = raw[:room]
+    prefix = f'.{os.fsdecode(raw)}.{tag}-'
+    return prefix, re.compile(re.escape(prefix) + f'[0-9a-f]{{{2 * _TOKEN_BYTES}}}' + re.escape('.tmp'))
+
+
+def _remove_stale(directory: str, pattern: re.Pattern) -> None:
+    """Remove the temporaries of this checkpoint that no process is writing.
+
+    A save holds an exclusive ``flock`` on its temporary until it is renamed, so one
+    whose lock can be taken was left by a save that was killed. Without ``fcntl``
+    nothing is removed.
+    """
+    if fcntl is None:
+        return
+    try:
+        names = [entry.name for entry in os.scandir(directory) if pattern.fullmatch(entry.name)]
+    except OSError:
+        return
+    flags = os.O_RDWR | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_NOFOLLOW', 0)
+    for name in names:
+        temporary = os.path.join(directory, name)
+        try:
+            descriptor = os.open(temporary, flags)
+        except OSError:
+            continue
+        try:
+            status = os.fstat(descriptor)
+            if stat.S_ISREG(status.st_mode):
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)     # raises if a save is writing it
+                if os.path.samestat(status, os.lstat(temporary)):
+                    os.remove(temporary)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+
+
+def _create_temporary(directory: str, prefix: str) -> tuple[str, int]:
+    """A new temporary file and its descriptor, locked until it is closed (see _remove_stale)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0)
+    while True:
+        temporary = os.path.join(directory, f'{prefix}{secrets.token_hex(_TOKEN_BYTES)}.tmp')
+        descriptor = os.open(temporary, flags, 0o666)
+        if fcntl is None:
+            return temporary, descriptor
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:          # another save took it for stale and removes it: a new name
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            continue
+        except OSError:                  # no locks here: no save can take a temporary for stale either
+            return temporary, descriptor
+        if os.fstat(descriptor).st_nlink:                # not removed by another save in between
+            return temporary, descriptor
+        os.close(descriptor)
+
+
+def _keep_ownership(descriptor: int, previous: os.stat_result) -> None:
+    """Give the new file the owner, group and mode of the file it replaces, where allowed."""
+    now = os.fstat(descriptor)
+    if hasattr(os, 'fchown') and (now.st_uid, now.st_gid) != (previous.st_uid, previous.st_gid):
+        try:
+            os.fchown(descriptor, previous.st_uid, previous.st_gid)
+        except PermissionError:                          # not the owner: keep the group if one may
+            with contextlib.suppress(PermissionError):
+                os.fchown(descriptor, -1, previous.st_gid)
+    if hasattr(os, 'fchmod'):
+        os.fchmod(descriptor, stat.S_IMODE(previous.st_mode))
+
+
+def _write_all(descriptor: int, pieces: list) -> None:
+    for piece in pieces:
+        view = memoryview(piece).cast('B')
+        while view:
+            view = view[os.write(descriptor, view):]
 
 
 def _write_atomic(path: str, pieces: list, overwrite: bool) -> None:
-    """Write ``pieces`` to a new file beside ``path``, fsync it, and rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(8)}.tmp')
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0)
-    descriptor = os.open(temporary, flags, 0o666)
+    """Write ``pieces`` to a new file beside the file ``path`` names, fsync it, and rename it
+    over that file (the end of ``path``'s symbolic links, which stay); errors name ``path``."""
+    target = _target(path, overwrite)
+    directory = os.path.dirname(target)
+    prefix, pattern = _temporaries(target)
     try:
-        with open(descriptor, 'wb') as file:
-            for piece in pieces:
-                file.write(piece)
-            file.flush()
-            os.fsync(file.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)   # refuses to replace an existing file, atomically
-            os.remove(temporary)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    if hasattr(os, 'O_DIRECTORY'):
-        directory_descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        _remove_stale(directory, pattern)
+        temporary, descriptor = _create_temporary(directory, prefix)
+    except OSError as exc:
+        raise _save_error(path, target, exc) from None
+    try:
         try:
-            os.fsync(directory_descriptor)
-        finally:
-            os.close(directory_descriptor)
+            previous = os.stat(target)
+        except FileNotFoundError:
+            previous = None
+        if previous is not None:
+            _keep_ownership(descriptor, previous)
+        _write_all(descriptor, pieces)
+        os.fsync(descriptor)
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            os.link(temporary, target)     # refuses to replace an existing file, atomically
+            os.remove(temporary)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(exc, OSError):
+            raise _save_error(path, target, exc) from None
+        raise
+    finally:
+        os.close(descriptor)                # releases the lock, once the temporary is renamed
+    if hasattr(os, 'O_DIRECTORY'):
+        try:
+            directory_descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(directory_descriptor)
+            finally:
+                os.close(directory_descriptor)
+        except OSError as exc:
+            raise _save_error(path, target, exc) from None
 
 
 def _write(path: str, encoded: Any, overwrite: bool) -> None:
@@ -356,24 +573,71 @@ def _write(path: str, encoded: Any, overwrite: bool) -> None:
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+_failed: list[CheckpointSave] = []       # background saves that failed and were not reported yet
 
 
 def _forget_executor() -> None:
     """In a forked child the writer thread is gone: start a new one on the next save."""
     global _executor, _executor_lock
     _executor, _executor_lock = None, threading.Lock()
+    _failed.clear()
 
 
 if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=_forget_executor)
 
 
-def _submit(path: str | os.PathLike, target: Any, overwrite: bool, copy: bool) -> CheckpointSave:
+def _unreported() -> list[CheckpointSave]:
+    """The failed background saves nobody has heard of, marked as reported now."""
+    with _executor_lock:
+        failures = [save for save in _failed if not save._reported]
+        _failed.clear()
+        for save in failures:
+            save._reported = True
+    return failures
+
+
+def _raise_unreported(path: str, call: str) -> None:
+    """Raise the error of a failed background save that nobody waited for, if there is one."""
+    failures = _unreported()
+    if not failures:
+        return
+    error = failures[0]._future.exception()
+    error.add_note(f'save_checkpoint_async({failures[0].path!r}) failed in the background and nobody '
+                   f'waited for it; {call}({path!r}) reports it and saved nothing')
+    for other in failures[1:]:
+        other_error = other._future.exception()
+        error.add_note(f'save_checkpoint_async({other.path!r}) failed as well: '
+                       f'{type(other_error).__name__}: {other_error}')
+    raise error
+
+
+def _warn_unreported() -> None:
+    """At exit (after the writer has finished): warn of failed saves nobody has heard of."""
+    for save in _unreported():
+        error = save._future.exception()
+        warnings.warn(f'save_checkpoint_async({save.path!r}) failed in the background and nobody waited '
+                      f'for it: {type(error).__name__}: {error}', RuntimeWarning, stacklevel=1)
+
+
+atexit.register(_warn_unreported)
+
+
+def _wait_for_queued() -> None:
+    """Block until every save queued so far is written (or has failed)."""
+    with _executor_lock:
+        executor = _executor
+    if executor is not None:
+        executor.submit(int).result()
+
+
+def _submit(path: str | os.PathLike, target: Any, overwrite: bool, copy: bool,
+            call: str) -> CheckpointSave:
     """Encode ``target`` now and queue the write; saves are written in call order."""
     global _executor
     path = os.fspath(path)
-    if not overwrite and os.path.exists(path):
-        raise FileExistsError(f'{path} exists; pass overwrite=True to replace it')
+    _raise_unreported(path, call)
+    _target(path, overwrite)
     encoded = _encode(target, (), copy)
     with _executor_lock:
         if _executor is None:
@@ -385,6 +649,11 @@ def _submit(path: str | os.PathLike, target: Any, overwrite: bool, copy: bool) -
 
 class CheckpointSave:
     """A checkpoint being written in the background (see :func:`save_checkpoint_async`).
+
+    A failed write is reported once: by :meth:`wait`, or else by the next
+    :func:`save_checkpoint` or :func:`save_checkpoint_async` call (which raises the
+    error and saves nothing), or else by a ``RuntimeWarning`` when the interpreter
+    exits. :meth:`wait` raises it whenever it is called.
 
     Examples
     --------
@@ -402,6 +671,13 @@ class CheckpointSave:
     def __init__(self, path: str, future: concurrent.futures.Future):
         self.path = path
         self._future = future
+        self._reported = False
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: concurrent.futures.Future) -> None:
+        if future.exception() is not None:
+            with _executor_lock:
+                _failed.append(self)
 
     def done(self) -> bool:
         """Whether the write has finished (successfully or not)."""
@@ -414,8 +690,16 @@ class CheckpointSave:
         ------
         TimeoutError
             The write has not finished after ``timeout`` seconds.
+        OSError
+            The write failed (the message names the path); the file that was
+            there is intact.
         """
-        self._future.result(timeout)
+        try:
+            self._future.result(timeout)
+        except BaseException:
+            if self._future.done():
+                self._reported = True
+            raise
 
     def __repr__(self) -> str:
         return f'CheckpointSave({self.path!r}, done={self.done()})'
@@ -432,10 +716,19 @@ def save_checkpoint(path: str | os.PathLike, target: Any, *, overwrite: bool = T
     with the format name and version, the stateopt version and a SHA-256 checksum,
     then the msgpack payload. It is written to a temporary file in the same
     directory, flushed to disk and renamed over ``path``, so a crash at any moment
-    leaves either the previous file or the new one, never a mix (a killed process
-    may leave a hidden ``.<name>.<random>.tmp`` beside it, which is never read and
-    can be deleted). Saves queued with :func:`save_checkpoint_async` are written
-    first.
+    leaves either the previous file or the new one, never a mix. A killed save may
+    leave its hidden temporary (``.<name>.<tag>-<random>.tmp``) behind; the next
+    save of the same checkpoint removes it (on systems with ``fcntl``), never one
+    that another process is still writing.
+
+    If ``path`` is a symbolic link (``latest.msgpack -> run-7.msgpack``), the file
+    it points to (through any chain of links) is written and the link stays. A file
+    that is replaced keeps its permissions, and its owner and group where the
+    process may set them; a new file gets the umask's permissions.
+
+    Saves queued with :func:`save_checkpoint_async` are written first; if one of
+    them failed and nobody waited for it, this call raises its error and saves
+    nothing (see :class:`CheckpointSave`).
 
     Parameters
     ----------
@@ -444,18 +737,22 @@ def save_checkpoint(path: str | os.PathLike, target: Any, *, overwrite: bool = T
     target : pytree
         What to save, as described above.
     overwrite : bool
-        If False, refuse to replace an existing file, atomically (this needs a file
-        system with hard links).
+        If False, refuse to replace an existing file or to write through a
+        symbolic link, atomically (this needs a file system with hard links).
 
     Raises
     ------
     FileExistsError
-        ``overwrite=False`` and ``path`` exists; nothing is written.
+        ``overwrite=False`` and ``path`` exists (or is a symbolic link); nothing is
+        written.
     TypeError, ValueError
         A value a checkpoint cannot store, naming its place in ``target``; nothing
         is written.
     OSError
-        The file could not be written; the previous file at ``path`` is intact.
+        The file could not be written (a missing directory, a read-only file
+        system, a full disk, ``path`` is a directory, ...): the message names
+        ``path`` and says what to do; the previous file at ``path`` is intact and
+        no temporary file is left.
 
     Examples
     --------
@@ -469,7 +766,8 @@ def save_checkpoint(path: str | os.PathLike, target: Any, *, overwrite: bool = T
     >>> w.value.tolist(), result.tree['epoch']
     ([0.0, 1.0, 2.0], 3)
     """
-    _submit(path, target, overwrite, copy=False).wait()
+    _wait_for_queued()
+    _submit(path, target, overwrite, copy=False, call='save_checkpoint').wait()
 
 
 def save_checkpoint_async(path: str | os.PathLike, target: Any, *,
@@ -479,6 +777,11 @@ def save_checkpoint_async(path: str | os.PathLike, target: Any, *,
     The values are copied to host memory before this returns, so training steps
     taken afterwards do not change what is written. Saves are written one at a
     time, in call order, and pending saves finish before the interpreter exits.
+
+    A failed write is reported once (see :class:`CheckpointSave`): by ``wait()``;
+    else by the next ``save_checkpoint`` or ``save_checkpoint_async`` call, which
+    raises its error and saves nothing (as orbax's ``AsyncCheckpointer`` does); else
+    by a ``RuntimeWarning`` at exit naming the path and the error.
 
     Returns
     -------
@@ -490,6 +793,9 @@ def save_checkpoint_async(path: str | os.PathLike, target: Any, *,
     ------
     FileExistsError, TypeError, ValueError
         As :func:`save_checkpoint`, at once, before anything is queued.
+    OSError
+        The error of an earlier background save that failed and that nobody
+        waited for; nothing is queued.
 
     Examples
     --------
@@ -504,7 +810,7 @@ def save_checkpoint_async(path: str | os.PathLike, target: Any, *,
     >>> w.value.tolist()
     [1.0, 1.0]
     """
-    return _submit(path, target, overwrite, copy=True)
+    return _submit(path, target, overwrite, copy=True, call='save_checkpoint_async')
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -575,9 +881,7 @@ def _decode_array(body: list, path: tuple) -> np.ndarray:
 
 def _read(path: str) -> Any:
     """The verified, decoded contents of the checkpoint file ``path``."""
-    with open(path, 'rb') as file:
-        data = file.read()
-    payload = _unframe(data, path)
+    payload = _read_verified(path)
     try:
         return _decode(msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True),
                        ())
@@ -647,7 +951,8 @@ def _restore(template: Any, saved: Any, path: tuple, plan: _Plan, relaxed: bool)
             raise _mismatch(path, saved, template)
         return saved
     if _is_stateful(template):
-        state_dict = _restore_state_dict(template.state_dict(), saved, path)
+        state_dict = _restore_state_dict(template.state_dict(), saved, path,
+                                         callable(getattr(template, 'check_state_dict', None)))
         plan.objects.append((path, template, state_dict))
         return template
     children = _children(template)
@@ -683,57 +988,82 @@ def _restored_array(template: Any, saved: Any, path: tuple) -> Any:
     return np.array(saved, dtype=dtype)
 
 
-def _restore_state_dict(template: Any, saved: Any, path: tuple) -> Any:
+def _restore_state_dict(template: Any, saved: Any, path: tuple, checks_itself: bool) -> Any:
     """An object's saved state dict, with its arrays placed like the object's current ones.
 
-    Arrays found where the current state dict has arrays must keep their shape and
-    dtype; everything else is left for the object's own ``load_state_dict`` to check.
+    Arrays found where the current state dict has arrays of the same shape and dtype
+    get their dtype and sharding. One whose shape or dtype differs is refused here,
+    unless the object ``checks_itself`` (has ``check_state_dict``): then it is passed
+    on as it is, for the object to accept (an int32 count for an int64 one) or to
+    refuse naming the entry in its own terms. Everything else is left for the
+    object's own ``load_state_dict`` to check.
     """
     if isinstance(template, Mapping) and isinstance(saved, dict):
-        return {key: _restore_state_dict(template[key], value, path + (key,))
+        return {key: _restore_state_dict(template[key], value, path + (key,), checks_itself)
                 if key in template else value for key, value in saved.items()}
     if isinstance(template, (list, tuple)) and isinstance(saved, (list, tuple)) \
             and len(template) == len(saved):
-        items = [_restore_state_dict(t, s, path + (i,)) for i, (t, s) in enumerate(zip(template, saved))]
+        items = [_restore_state_dict(t, s, path + (i,), checks_itself)
+                 for i, (t, s) in enumerate(zip(template, saved))]
         return items if isinstance(saved, list) else tuple(items)
-    if (_is_array(template) and isinstance(saved, np.ndarray)) \
-            or (_is_key_array(template) and isinstance(saved, _KeyData)):
+    if _is_key_array(template) and isinstance(saved, _KeyData):
         return _restored_array(template, saved, path)
+    if _is_array(template) and not _is_key_array(template) and isinstance(saved, np.ndarray):
+        fits = saved.shape == np.shape(template) and saved.dtype == np.dtype(template.dtype).newbyteorder('=')
+        return saved if checks_itself and not fits else _restored_array(template, saved, path)
     return saved
 
 
-def _commit(plan: _Plan, name: str) -> None:
+def _strictly(method: Any, strict: bool) -> Any:
+    """``method``, told ``strict=False`` when it is not strict and has that parameter."""
+    if strict:
+        return method
+    try:
+        takes_strict = 'strict' in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_strict = False
+    return partial(method, strict=False) if takes_strict else method
+
+
+def _commit(plan: _Plan, name: str, strict: bool) -> None:
     """Write everything in ``plan``, or nothing.
 
     Objects with a ``check_state_dict`` method check their state dicts before
     anything is written. Should an object still refuse its state dict while
-    loading, everything written before it is put back.
+    loading, everything written before it is put back. With ``strict=False``,
+    objects whose methods take ``strict`` are given ``strict=False``.
     """
     for path, obj, state_dict in plan.objects:
         check = getattr(obj, 'check_state_dict', None)
         if callable(check):
             try:
-                check(state_dict)
+                _strictly(check, strict)(state_dict)
             except (KeyError, ValueError, TypeError) as exc:
-                raise _refused(name, path, exc) from exc
+                raise _refused(name, path, exc) from None
     undo = [partial(setattr, state, 'value', state.value) for _, state, _ in plan.states]
     undo += [partial(obj.load_state_dict, obj.state_dict()) for _, obj, _ in plan.objects]
     writes = [(path, partial(setattr, state, 'value', value)) for path, state, value in plan.states]
-    writes += [(path, partial(obj.load_state_dict, state_dict))
+    writes += [(path, partial(_strictly(obj.load_state_dict, strict), state_dict))
                for path, obj, state_dict in plan.objects]
     for done, (path, write) in enumerate(writes):
         try:
             write()
         except BaseException as exc:
-            for restore in reversed(undo[:done]):
-                restore()
-            if isinstance(exc, (KeyError, ValueError, TypeError)):
-                raise _refused(name, path, exc) from exc
-            raise
+            error = _refused(name, path, exc) if isinstance(exc, (KeyError, ValueError, TypeError)) else exc
+            for (written, _), restore in reversed(list(zip(writes[:done], undo))):
+                try:
+                    restore()
+                except Exception as undo_error:     # an object refusing its own state: go on
+                    error.add_note(f'{_where(written)} could not be put back: {undo_error}')
+            if error is exc:
+                raise
+            raise error from exc
 
 
 def _refused(name: str, path: tuple, exc: Exception) -> CheckpointMismatchError:
-    return CheckpointMismatchError(f'{name} does not fit the target at {_where(path)}: {exc}')
+    """An object's refusal of its state dict; a KeyError's message without the quotes it adds."""
+    reason = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    return CheckpointMismatchError(f'{name} does not fit the target at {_where(path)}: {reason}')
 
 
 def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True) -> LoadResult:
@@ -758,7 +1088,10 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
     strict : bool
         If False, entries of ``target`` that the checkpoint lacks are left as
         they are and entries the target lacks are ignored, both reported in the
-        result. Within a State's value every entry must be present either way.
+        result; and objects whose ``load_state_dict`` takes ``strict`` are given
+        ``strict=False`` (an optimizer then accepts the state of another optimizer
+        class whose groups and slots fit, with a warning). Within a State's value
+        every entry must be present either way.
 
     Returns
     -------
@@ -768,7 +1101,8 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
     Raises
     ------
     CheckpointError
-        The file is corrupt, truncated, not a checkpoint, or of a newer format.
+        The file is corrupt, truncated, not a checkpoint (a directory, a FIFO or a
+        device is refused without being read), or of a newer format.
     CheckpointMismatchError
         The file does not fit ``target``; the message names the entry. Nothing
         in ``target`` has changed.
@@ -801,5 +1135,5 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
         problems += [f'the target lacks {", ".join(unexpected)}'] if unexpected else []
         raise CheckpointMismatchError(f'{name} does not fit the target: {"; ".join(problems)}; '
                                       f'pass strict=False to load the entries both have')
-    _commit(plan, name)
+    _commit(plan, name, strict)
     return LoadResult(tree, missing, unexpected)

@@ -1,10 +1,14 @@
 """Checkpoints: the documented format, bit-exact resume, atomic writes, corruption detection."""
 
+import errno
 import hashlib
+import json
 import os
 import pathlib
 import random
+import re
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -29,6 +33,7 @@ import stateopt
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 sys.path.insert(0, str(FIXTURES))
 import make_checkpoint_v1  # noqa: E402
+import test_state_dict as state_dict_tests  # noqa: E402
 
 HEADER = {'format': 'stateopt-checkpoint', 'format_version': 1, 'stateopt_version': stateopt.__version__}
 
@@ -326,15 +331,19 @@ def test_every_catalogue_optimizer_round_trips_every_slot(tmp_path, case):
         built.append((opt, states))
     (opt, states), (fresh, fresh_states) = built
 
-    def scrambled(leaf):
+    never_negative = state_dict_tests.NEVER_NEGATIVE.get(type(opt).__name__, set())
+
+    def scrambled(path, leaf):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
-            return jnp.asarray(rng.standard_normal(leaf.shape), leaf.dtype)
+            numbers = rng.standard_normal(leaf.shape)
+            return jnp.asarray(np.abs(numbers) if path and path[-1].key in never_negative else numbers,
+                               leaf.dtype)
         return jnp.full(leaf.shape, 7, leaf.dtype) if jnp.issubdtype(leaf.dtype, jnp.integer) else leaf
 
     sd = opt.state_dict()
-    opt.load_state_dict({**sd, 'step_count': scrambled(sd['step_count']),
-                         'state': jax.tree.map(scrambled, sd['state']),
-                         'group_state': jax.tree.map(scrambled, sd['group_state'])})
+    opt.load_state_dict({**sd, 'step_count': scrambled((), sd['step_count']),
+                         'state': jax.tree_util.tree_map_with_path(scrambled, sd['state']),
+                         'group_state': jax.tree_util.tree_map_with_path(scrambled, sd['group_state'])})
     if not callable(opt.param_groups[1]['lr']):
         opt.param_groups[1]['lr'] = 0.0123
     stateopt.save_checkpoint(tmp_path / 'a.msgpack', {'model': states, 'optimizer': opt})
@@ -743,3 +752,448 @@ def test_a_save_killed_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
         tree = stateopt.load_checkpoint(tmp_path / f'{i}.msgpack', template).tree
         assert tree['version'] in (last, last + 1)          # the last completed save, or the one after
         assert (tree['data'] == tree['version']).all()
+        stateopt.save_checkpoint(tmp_path / f'{i}.msgpack', tree)     # removes what the killed save left
+    assert sorted(os.listdir(tmp_path)) == ['0.msgpack', '1.msgpack']
+
+
+# -- where and how a save writes -----------------------------------------------------------
+
+def saved_version(path) -> int:
+    return stateopt.load_checkpoint(path, {'version': 0}, strict=False).tree['version']
+
+
+def test_saving_through_symbolic_links_writes_their_target_and_keeps_the_links(tmp_path):
+    runs = tmp_path / 'runs'
+    runs.mkdir()
+    stateopt.save_checkpoint(runs / 'run-7.msgpack', {'version': 7})
+    os.chmod(runs / 'run-7.msgpack', 0o600)
+    (tmp_path / 'middle').symlink_to('runs/run-7.msgpack')
+    latest = tmp_path / 'latest.msgpack'
+    latest.symlink_to('middle')                              # a chain of two relative links
+    stateopt.save_checkpoint(latest, {'version': 8})
+    stateopt.save_checkpoint_async(latest, {'version': 9}).wait()
+    assert os.readlink(latest) == 'middle' and os.readlink(tmp_path / 'middle') == 'runs/run-7.msgpack'
+    assert saved_version(runs / 'run-7.msgpack') == 9
+    assert stat.S_IMODE((runs / 'run-7.msgpack').stat().st_mode) == 0o600
+    dangling = tmp_path / 'next.msgpack'
+    dangling.symlink_to('runs/run-8.msgpack')
+    stateopt.save_checkpoint(dangling, {'version': 10})
+    assert os.readlink(dangling) == 'runs/run-8.msgpack' and saved_version(runs / 'run-8.msgpack') == 10
+    assert sorted(os.listdir(tmp_path)) == ['latest.msgpack', 'middle', 'next.msgpack', 'runs']
+    assert sorted(os.listdir(runs)) == ['run-7.msgpack', 'run-8.msgpack']
+
+
+@pytest.mark.parametrize('mode', [0o600, 0o640, 0o444], ids=oct)
+def test_overwriting_keeps_the_mode_and_owner_of_the_file(tmp_path, mode):
+    path = tmp_path / 'a.msgpack'
+    stateopt.save_checkpoint(path, {'version': 1})
+    os.chmod(path, mode)
+    owner = (1234, 5678) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(path, *owner)
+    stateopt.save_checkpoint(path, {'version': 2})
+    status = path.stat()
+    assert stat.S_IMODE(status.st_mode) == mode and (status.st_uid, status.st_gid) == owner
+    assert saved_version(path) == 2
+
+
+def test_new_files_follow_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        stateopt.save_checkpoint(tmp_path / 'a.msgpack', {'version': 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / 'a.msgpack').stat().st_mode) == 0o640
+
+
+def longest_names(directory) -> list[str]:
+    """File names of 234 bytes up to the file system's limit, one of two-byte characters."""
+    limit = os.pathconf(directory, 'PC_NAME_MAX')
+    return ['n' * (234 - 8) + '.msgpack', 'n' * (limit - 8) + '.msgpack',
+            'é' * ((limit - 9) // 2) + 'x.msgpack']
+
+
+@pytest.mark.parametrize('index', range(3), ids=['234-bytes', 'name-max', 'two-byte-characters'])
+def test_names_up_to_the_file_system_limit_can_be_saved(tmp_path, index):
+    name = longest_names(tmp_path)[index]
+    for version in range(3):
+        stateopt.save_checkpoint(tmp_path / name, {'version': version})
+    stateopt.save_checkpoint_async(tmp_path / name, {'version': 3}).wait()
+    assert saved_version(tmp_path / name) == 3 and os.listdir(tmp_path) == [name]
+
+
+STUCK = textwrap.dedent('''
+    import os, sys, time
+    import numpy as np
+    import stateopt
+
+    def stuck(descriptor):
+        print('writing', flush=True)
+        time.sleep(600)
+
+    os.fsync = stuck           # the temporary file is written and the save waits to be killed
+    stateopt.save_checkpoint(sys.argv[1], {'version': 99, 'data': np.ones(100_000, np.float32)})
+''')
+
+
+@pytest.mark.parametrize('long_name', [False, True], ids=['short-name', 'name-max'])
+def test_the_next_save_removes_temporaries_of_killed_saves_but_not_of_live_ones(tmp_path, long_name):
+    name = longest_names(tmp_path)[1] if long_name else 'a.msgpack'
+    path, other = tmp_path / name, tmp_path / 'b.msgpack'
+    data = np.zeros(100_000, np.float32)
+    stateopt.save_checkpoint(path, {'version': 1, 'data': data})
+    stateopt.save_checkpoint(other, {'version': 1})
+    child = subprocess.Popen([sys.executable, '-c', STUCK, str(path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    try:
+        assert child.stdout.readline().strip() == 'writing'
+        temporaries = set(os.listdir(tmp_path)) - {name, 'b.msgpack'}
+        assert len(temporaries) == 1
+        stateopt.save_checkpoint(path, {'version': 2, 'data': data})         # the child is writing
+        assert set(os.listdir(tmp_path)) == {name, 'b.msgpack'} | temporaries and child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    stateopt.save_checkpoint(other, {'version': 2})                         # another checkpoint's save
+    assert set(os.listdir(tmp_path)) == {name, 'b.msgpack'} | temporaries
+    stateopt.save_checkpoint(path, {'version': 3, 'data': data})
+    assert set(os.listdir(tmp_path)) == {name, 'b.msgpack'}
+    assert saved_version(path) == 3 and saved_version(other) == 2
+
+
+# -- errors a save reports -----------------------------------------------------------------
+
+def fail_creating(error: int):
+    """Make creating files fail as a read-only file system or directory does."""
+    real_open = os.open
+
+    def refuse(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise OSError(error, os.strerror(error), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    return ('open', refuse)
+
+
+def fail_with_no_filename(error: int):
+    def fail(*args, **kwargs):
+        raise OSError(error, os.strerror(error))
+    return fail
+
+
+def existing(tmp_path) -> pathlib.Path:
+    stateopt.save_checkpoint(tmp_path / 'a.msgpack', {'version': 1})
+    return tmp_path / 'a.msgpack'
+
+
+def dangling_link(tmp_path) -> pathlib.Path:
+    (tmp_path / 'a.msgpack').symlink_to('run-8.msgpack')
+    return tmp_path / 'a.msgpack'
+
+
+def existing_link(tmp_path) -> pathlib.Path:
+    stateopt.save_checkpoint(tmp_path / 'run-7.msgpack', {'version': 1})
+    (tmp_path / 'a.msgpack').symlink_to('run-7.msgpack')
+    return tmp_path / 'a.msgpack'
+
+
+def a_directory(tmp_path) -> pathlib.Path:
+    (tmp_path / 'a.msgpack').mkdir()
+    return tmp_path / 'a.msgpack'
+
+
+#: name -> (make the user's path, overwrite, (os function, replacement) or None, error, advice)
+SAVE_ERRORS = {
+    'missing directory': (lambda tmp: tmp / 'no-such-directory' / 'a.msgpack', True, None,
+                          FileNotFoundError, 'does not exist.*create it'),
+    'read-only file system': (existing, True, fail_creating(errno.EROFS), OSError,
+                              'read-only file system.*writable'),
+    'read-only directory': (existing, True, fail_creating(errno.EACCES), PermissionError,
+                            'permission.*directory'),
+    'path is a directory': (a_directory, True, None, IsADirectoryError, 'is a directory.*file name'),
+    'disk full on write': (existing, True, ('write', fail_with_no_filename(errno.ENOSPC)), OSError,
+                           'no space left.*free'),
+    'disk full on fsync': (existing, True, ('fsync', fail_with_no_filename(errno.ENOSPC)), OSError,
+                           'no space left.*free'),
+    'dangling link, overwrite=False': (dangling_link, False, None, FileExistsError,
+                                       'symbolic link.*run-8.msgpack.*overwrite=True'),
+    'link, overwrite=False': (existing_link, False, None, FileExistsError, 'exists.*overwrite=True'),
+    'existing file, overwrite=False': (existing, False, None, FileExistsError, 'exists.*overwrite=True'),
+}
+
+
+@pytest.mark.parametrize('entry', ['save_checkpoint', 'save_checkpoint_async'])
+@pytest.mark.parametrize('case', list(SAVE_ERRORS))
+def test_save_errors_name_the_path_given_say_what_to_do_and_leave_nothing(tmp_path, monkeypatch, case,
+                                                                           entry):
+    make_path, overwrite, failure, error, advice = SAVE_ERRORS[case]
+    path = make_path(tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)
+              if (tmp_path / name).is_file()}
+    listing = sorted(os.listdir(tmp_path))
+    if failure is not None:
+        monkeypatch.setattr(os, *failure)
+
+    def save():
+        if entry == 'save_checkpoint':
+            stateopt.save_checkpoint(path, {'version': 2}, overwrite=overwrite)
+        else:
+            stateopt.save_checkpoint_async(path, {'version': 2}, overwrite=overwrite).wait()
+
+    with pytest.raises(error) as info:
+        save()
+    monkeypatch.undo()
+    message = str(info.value)
+    assert str(path) in message and re.search(advice, message, re.IGNORECASE), message
+    assert '.tmp' not in message, message
+    assert sorted(os.listdir(tmp_path)) == listing
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+# -- files that are not checkpoints --------------------------------------------------------
+
+LOAD_IN_CHILD = textwrap.dedent('''
+    import json, resource, sys, time
+    import stateopt
+    for path in sys.argv[1:]:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        began = time.monotonic()
+        try:
+            stateopt.load_checkpoint(path, {})
+            message = 'loaded'
+        except Exception as exc:
+            message = f'{type(exc).__name__} {exc}'
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024   # ru_maxrss is in KiB
+        print(json.dumps([path, message, grown, time.monotonic() - began]), flush=True)
+''')
+
+GIB = 1 << 30
+PREFIX = b'\x89STOPT\r\n' + struct.pack('>I', 1) + bytes(32)
+
+
+def sparse(path: pathlib.Path, opening: bytes) -> pathlib.Path:
+    """A 3 GiB sparse file that starts with ``opening``."""
+    with open(path, 'wb') as file:
+        file.write(opening)
+        file.truncate(3 * GIB)
+    return path
+
+
+def fifo(path: pathlib.Path) -> pathlib.Path:
+    os.mkfifo(path)
+    return path
+
+
+def link(path: pathlib.Path, to: pathlib.Path) -> pathlib.Path:
+    path.symlink_to(to)
+    return path
+
+
+def directory(path: pathlib.Path) -> pathlib.Path:
+    path.mkdir()
+    return path
+
+
+def written(path: pathlib.Path, data: bytes) -> pathlib.Path:
+    path.write_bytes(data)
+    return path
+
+
+#: A payload that declares a 2 GiB array and holds 10 bytes of it (msgpack's bin 32 header).
+DECLARES_2_GIB = (b'\x93' + packed('dict') + packed('w')
+                  + b'\x94' + packed(['array', 'float32', [2 ** 29]])[1:] + struct.pack('>BI', 0xC6, 2 ** 31)
+                  + bytes(10))
+
+
+NOT_A_FILE = 'not a checkpoint file; pass the path of a file written by save_checkpoint'
+#: name -> (make it in a directory, what the error says after the path)
+NOT_CHECKPOINTS = {
+    '3 GiB of zeros': (lambda d: sparse(d / 'zeros.msgpack', b''), 'is not a stateopt checkpoint'),
+    '3 GiB, huge header length': (
+        lambda d: sparse(d / 'header.msgpack', PREFIX + struct.pack('>I', 2 ** 32 - 1)),
+        'is corrupt or truncated: it declares a header of 4294967295 bytes'),
+    '3 GiB, foreign header': (lambda d: sparse(d / 'foreign.msgpack', PREFIX + struct.pack('>I', 6)
+                                               + msgpack.packb('other')), "has an invalid header: 'other'"),
+    'FIFO': (lambda d: fifo(d / 'pipe'), f'is a FIFO, {NOT_A_FILE}'),
+    'link to a FIFO': (lambda d: link(d / 'link', fifo(d / 'pipe-2')),
+                       f'is a symbolic link to a FIFO, {NOT_A_FILE}'),
+    'directory': (lambda d: directory(d / 'directory'), f'is a directory, {NOT_A_FILE}'),
+    '/dev/zero': (lambda d: pathlib.Path('/dev/zero'), f'is a character device, {NOT_A_FILE}'),
+    'declares a 2 GiB array': (lambda d: written(d / 'array.msgpack', frame(DECLARES_2_GIB)),
+                               'has an unreadable payload: ValueError: Unpack failed: incomplete input'),
+    'declares 2**31 items': (lambda d: written(d / 'items.msgpack', frame(struct.pack('>BI', 0xDD, 2 ** 31))),
+                             'has an unreadable payload: ValueError: 2147483648 exceeds max_array_len'),
+}
+
+
+@pytest.fixture(scope='module')
+def refusals(tmp_path_factory) -> dict:
+    """name -> (path, what loading it raised, peak memory growth, seconds), all loaded in one fresh process
+    (which a FIFO opened for reading would block; it is killed after a minute)."""
+    made = tmp_path_factory.mktemp('not-checkpoints')
+    paths = {name: make(made) for name, (make, _) in NOT_CHECKPOINTS.items()}
+    result = subprocess.run([sys.executable, '-c', LOAD_IN_CHILD, *map(str, paths.values())], timeout=60,
+                            capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    found = {path: (message, grown, seconds) for path, message, grown, seconds in
+             map(json.loads, result.stdout.splitlines())}
+    return {name: (path, *found.get(str(path), (f'not reached: {result.stderr[-2000:]}', 0, 0.0)))
+            for name, path in paths.items()}
+
+
+@pytest.mark.parametrize('name', list(NOT_CHECKPOINTS))
+def test_what_is_not_a_checkpoint_is_refused_quickly_in_little_memory(refusals, name):
+    path, message, grown, seconds = refusals[name]
+    assert message.startswith(f'CheckpointError {path} {NOT_CHECKPOINTS[name][1]}'), message
+    assert grown < 100 * 2 ** 20 and seconds < 5, (grown, seconds)
+
+
+# -- the documented layout -----------------------------------------------------------------
+
+def documented_layout() -> tuple[dict, list]:
+    """The file layout as the module documentation states it: the offset and size of each field
+    (``'48 + H'`` and ``'H'`` as written), and the byte ranges the checksum covers."""
+    doc = sys.modules['stateopt._checkpoint'].__doc__
+    rows = re.findall(r'^    (\d+(?: \+ H)?) +(\d+|H|\.\.\.) +(.+)$', doc, re.MULTILINE)
+    fields = {}
+    for offset, size, text in rows:
+        name = next(name for name in ('magic', 'format version', 'SHA-256', 'header length', 'header:',
+                                      'payload') if text.startswith(name))
+        fields[name] = (offset, size)
+    checksum = next(text for _, _, text in rows if text.startswith('SHA-256'))
+    ranges = [(int(start), None if end == 'end of file' else int(end))
+              for start, end in re.findall(r'\[(\d+), (\d+|end of file)\)', checksum)]
+    return fields, ranges
+
+
+def read_as_documented(data: bytes) -> tuple[dict, object]:
+    """A minimal reader written from the documented layout alone: (header, payload)."""
+    fields, ranges = documented_layout()
+    at = {name: int(offset.split()[0]) for name, (offset, _) in fields.items()}
+    assert fields['header:'] == (str(at['header:']), 'H') and fields['payload'][0] == f'{at["header:"]} + H'
+    assert data[at['magic']:at['magic'] + int(fields['magic'][1])] == b'\x89STOPT\r\n'
+    (version,) = struct.unpack_from('>I', data, at['format version'])
+    (header_size,) = struct.unpack_from('>I', data, at['header length'])
+    digest = data[at['SHA-256']:at['SHA-256'] + int(fields['SHA-256'][1])]
+    assert hashlib.sha256(b''.join(data[start:end] for start, end in ranges)).digest() == digest
+    header = msgpack.unpackb(data[at['header:']:at['header:'] + header_size])
+    assert header['format'] == 'stateopt-checkpoint' and header['format_version'] == version == 1
+    return header, msgpack.unpackb(data[at['header:'] + header_size:])
+
+
+def test_a_reader_written_from_the_documented_layout_verifies_real_files(tmp_path):
+    stateopt.save_checkpoint(tmp_path / 'a.msgpack', {'w': np.arange(3, dtype=np.float32), 'epoch': 4})
+    header, payload = read_as_documented((tmp_path / 'a.msgpack').read_bytes())
+    assert header == HEADER
+    assert payload == ['dict', 'w', ['array', 'float32', [3], np.arange(3, dtype='<f4').tobytes()],
+                       'epoch', 4]
+    header, payload = read_as_documented((FIXTURES / 'checkpoint_v1.msgpack').read_bytes())
+    assert header['format_version'] == 1 and payload[0] == 'dict'
+    meta = payload[payload.index('meta') + 1]
+    assert meta[meta.index('epoch') + 1] == 2 and meta[meta.index('name') + 1] == 'v1'
+
+
+# -- failed background saves ---------------------------------------------------------------
+
+ASYNC_FAILURE = textwrap.dedent('''
+    import sys, time
+    import stateopt
+    failing, handling, other = sys.argv[1:]
+    save = stateopt.save_checkpoint_async(failing, {'x': 1})
+    if handling == 'wait':
+        try:
+            save.wait()
+        except FileNotFoundError:
+            print('raised by wait')
+    elif handling == 'next save':
+        try:
+            stateopt.save_checkpoint(other, {'x': 2})
+        except FileNotFoundError:
+            print('raised by the next save')
+        stateopt.save_checkpoint(other, {'x': 3})
+        print('the save after it works')
+''')
+
+
+@pytest.mark.parametrize('handling', ['none', 'wait', 'next save'])
+def test_a_failed_background_save_is_reported_once(tmp_path, handling):
+    failing = tmp_path / 'no-such-directory' / 'a.msgpack'
+    result = subprocess.run([sys.executable, '-c', ASYNC_FAILURE, str(failing), handling,
+                             str(tmp_path / 'b.msgpack')], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    reported = {'none': '', 'wait': 'raised by wait\n',
+                'next save': 'raised by the next save\nthe save after it works\n'}[handling]
+    assert result.stdout == reported
+    warned = re.findall(rf'RuntimeWarning: .*{re.escape(str(failing))}.*does not exist', result.stderr)
+    assert len(warned) == (handling == 'none'), result.stderr[-3000:]
+
+
+def test_the_next_save_raises_a_background_failure_nobody_waited_for_and_writes_nothing(tmp_path):
+    failing = stateopt.save_checkpoint_async(tmp_path / 'no-such-directory' / 'a.msgpack', {'x': 1})
+    with pytest.raises(FileNotFoundError, match='no-such-directory') as info:
+        stateopt.save_checkpoint(tmp_path / 'b.msgpack', {'x': 2})
+    assert any('save_checkpoint_async' in note and 'b.msgpack' in note for note in info.value.__notes__)
+    assert os.listdir(tmp_path) == []
+    stateopt.save_checkpoint(tmp_path / 'b.msgpack', {'x': 3})                 # reported once
+    assert stateopt.load_checkpoint(tmp_path / 'b.msgpack', {'x': 0}).tree == {'x': 3}
+    with pytest.raises(FileNotFoundError):                                    # wait() always raises it
+        failing.wait()
+    second = stateopt.save_checkpoint_async(tmp_path / 'no-such-directory' / 'c.msgpack', {'x': 1})
+    while not second.done():
+        time.sleep(0.01)
+    with pytest.raises(FileNotFoundError, match='c.msgpack'):
+        stateopt.save_checkpoint_async(tmp_path / 'd.msgpack', {'x': 4})
+    stateopt.save_checkpoint_async(tmp_path / 'd.msgpack', {'x': 5}).wait()
+    assert sorted(os.listdir(tmp_path)) == ['b.msgpack', 'd.msgpack']
+
+
+# -- crafted optimizer state in a file -----------------------------------------------------
+
+@pytest.mark.parametrize('name', list(state_dict_tests.CRAFTED))
+def test_crafted_optimizer_state_in_a_file_raises_one_error_naming_the_entry(tmp_path, name):
+    edit, entry = state_dict_tests.CRAFTED[name]
+    opt, states, scheduler, sd = state_dict_tests.scheduled()
+    path = tmp_path / 'a.msgpack'
+    stateopt.save_checkpoint(path, {'model': states, 'optimizer': edit(sd)})
+    fresh_opt, fresh, fresh_scheduler, _ = state_dict_tests.scheduled()
+    before = state_dict_tests.scheduled_snapshot(fresh_opt, fresh, fresh_scheduler)
+    model_before = values(fresh)
+    with pytest.raises(stateopt.CheckpointMismatchError) as info:
+        stateopt.load_checkpoint(path, {'model': fresh, 'optimizer': fresh_opt})
+    message, opening = str(info.value), f'{path} does not fit the target at optimizer: '
+    assert message.startswith(opening), message
+    state_dict_tests.assert_names_the_entry(message.removeprefix(opening), entry)
+    np.testing.assert_equal(state_dict_tests.scheduled_snapshot(fresh_opt, fresh, fresh_scheduler), before)
+    assert_same(values(fresh), model_before)
+
+
+def test_a_checkpoint_of_another_optimizer_class_is_refused_unless_not_strict(tmp_path):
+    _, params, _ = mlp_and_sgd()
+    adam = stateopt.Adam(lr=0.1).register_trainable_weights(params)
+    adam.update({key: jax.tree.map(jnp.ones_like, state.value) for key, state in params.items()})
+    stateopt.save_checkpoint(tmp_path / 'a.msgpack', {'optimizer': adam})
+    adamw = stateopt.AdamW(lr=0.1).register_trainable_weights(params)
+    before = leaves_of({'optimizer': adamw})
+    with pytest.raises(stateopt.CheckpointMismatchError, match=r"optimizer_class.*'Adam'.*'AdamW'"):
+        stateopt.load_checkpoint(tmp_path / 'a.msgpack', {'optimizer': adamw})
+    assert unchanged(before, {'optimizer': adamw})
+    with pytest.warns(UserWarning, match=r"'Adam'.*'AdamW'"):
+        stateopt.load_checkpoint(tmp_path / 'a.msgpack', {'optimizer': adamw}, strict=False)
+    assert_same(adamw.opt_state.value, adam.opt_state.value)
+    assert int(adamw.step_count.value) == 1
+
+
+def test_an_object_that_cannot_be_put_back_does_not_hide_the_refusal(tmp_path):
+    model, params, opt = mlp_and_sgd()
+    train_eagerly(model, params, opt)
+    stateopt.save_checkpoint(tmp_path / 'a.msgpack', {'optimizer': opt, 'last': Counter(6)})
+    _, _, diverged = mlp_and_sgd(seed=1)
+    diverged.opt_state.value = jax.tree.map(lambda leaf: jnp.full_like(leaf, jnp.nan)
+                                            if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf,
+                                            diverged.opt_state.value)     # a run that diverged
+    with pytest.raises(stateopt.CheckpointMismatchError, match='at last: this counter refuses') as info:
+        stateopt.load_checkpoint(tmp_path / 'a.msgpack',
+                                 {'optimizer': diverged, 'last': Counter(refuse=True)})
+    assert any(note.startswith('optimizer could not be put back: ') and 'must be finite' in note
+               for note in info.value.__notes__)
+    assert_same(diverged.state_dict()['state'], opt.state_dict()['state'])    # kept what it loaded
