@@ -1,6 +1,6 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
-from . import _optimizers, _optimizers_more, _optimizers_torch
+from . import _optimizers, _optimizers_more, _optimizers_torch, functional
 from ._checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
@@ -11,7 +11,7 @@ from ._checkpoint import (
     save_checkpoint_async,
 )
 from ._jit import donating_jit
-from ._optimizer import OptaxOptimizer, ParamGroup
+from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
 from ._optimizers import *  # noqa: F403
 from ._optimizers_more import *  # noqa: F403
 from ._optimizers_torch import *  # noqa: F403
@@ -27,7 +27,7 @@ OPTIMIZERS = _optimizers.__all__ + _optimizers_torch.__all__ + _optimizers_more.
 __all__ = [
     '__version__',
     'OptimState', 'UniqueStateManager', 'param_name',
-    'OptaxOptimizer', 'ParamGroup', 'OPTIMIZERS', 'donating_jit',
+    'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'OPTIMIZERS', 'donating_jit', 'functional',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
     'CheckpointError', 'CheckpointMismatchError',

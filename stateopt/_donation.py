@@ -9,7 +9,9 @@ signals tell them apart, both cheap enough to take on every step:
   container); any further reference belongs to the caller. The counts are taken in
   C-level loops, against expectations worked out once per structure;
 - for the optimizer's own States (:class:`~stateopt.OptimState`), a flag set by every
-  read through ``.value``: whoever read the value may keep any container of it.
+  read through ``.value``: whoever read the value may keep any container of it; and
+  the reference count of the whole value, which brainstate's ``copy()``, ``replace()``
+  and ``to_state_ref()`` share without reading ``.value``.
 
 Whatever the caller may hold is copied before the call; the rest is donated.
 """
@@ -68,6 +70,21 @@ def _calibrate() -> tuple[int, int, int]:
 
 
 _VALUE_REFS, _LEAF_REFS, _DIRECT_REFS = _calibrate()
+
+
+def _calibrate_root() -> int:
+    """References :func:`owned_leaves` sees on a container value nobody else holds.
+
+    The value is held by its State, by the cached ``(value, leaves)`` pair and by the
+    local name; the count is taken the way :func:`owned_leaves` takes it.
+    """
+    state = brainstate.State({'leaf': jnp.zeros(())})
+    value = RAW(state)
+    vars(state)['_leaves'] = (value, jax.tree.leaves(value))
+    return sys.getrefcount(value)
+
+
+_ROOT_REFS = _calibrate_root()
 
 
 def flags_reads(state: brainstate.State) -> bool:
@@ -164,9 +181,11 @@ def owned_leaves(state: brainstate.State) -> list:
     if cached is None or cached[0] is not value:
         cached = vars(state)['_leaves'] = (value, jax.tree.leaves(value))
     leaves = cached[1]
-    if _exposed(state):
-        return [_copy(leaf) for leaf in leaves]
     direct = len(leaves) == 1 and leaves[0] is value
+    # read through .value, or the whole value held elsewhere: by a copy of the State
+    # (``copy()``, ``replace()``, ``to_state_ref()`` share it without reading ``.value``)
+    if _exposed(state) or (not direct and sys.getrefcount(value) > _ROOT_REFS):
+        return [_copy(leaf) for leaf in leaves]
     del value, cached  # a local name would count as one more holder of a direct leaf
     counts = list(map(sys.getrefcount, leaves))
     # a leaf is held by its container, the cached list and the argument; a value that is its

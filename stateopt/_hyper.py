@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 __all__ = [
-    'Hyper', 'is_traced', 'check_number', 'non_negative', 'positive', 'optional_positive',
+    'Hyper', 'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
+    'optional_positive',
     'unit_interval', 'open_unit_interval', 'flag', 'betas', 'choice', 'positive_int',
 ]
 
@@ -26,6 +27,24 @@ __all__ = [
 def is_traced(value: Any) -> bool:
     """Whether any leaf of ``value`` is a JAX tracer (its number is unknown now)."""
     return any(map(isinstance, jax.tree.leaves(value), repeat(jax.core.Tracer)))
+
+
+try:    # JAX's own test of "no transform is tracing now"; absent, traced inputs tell
+    from jax._src.core import trace_state_clean as _at_top_level
+except ImportError:  # pragma: no cover - a JAX without it
+    _at_top_level = None
+
+
+def inside_jax_transform(*values: Any) -> bool:
+    """Whether a raw JAX transform (``jax.jit``, ``vmap``, ``grad``, ``scan``, ...) is tracing now.
+
+    States cannot carry values out of such a transform, so stateful calls refuse to
+    run under one. ``values`` are the call's inputs, consulted only where JAX does
+    not expose its trace state.
+    """
+    if _at_top_level is not None:
+        return not _at_top_level()
+    return is_traced(values)
 
 
 def check_number(
@@ -67,7 +86,19 @@ def check_number(
     if high is not None and (number > high or (high_open and number == high)):
         sign = '<' if high_open else '<='
         raise ValueError(f'{name} must be {sign} {high}, got {value!r}')
+    if abs(number) > _F32_MAX:
+        raise ValueError(f'{name}={value!r} overflows float32, in which steps compute (the largest '
+                         f'float32 is {_F32_MAX:.4g}); use a smaller value')
+    if 0 < abs(number) < _F32_TINY:
+        raise ValueError(f'{name}={value!r} is below the smallest normal float32 ({_F32_TINY:.4g}), '
+                         f'in which steps compute: it would act as 0 (or lose precision); use '
+                         f'{_F32_TINY:.2g} or more, or 0 where 0 is allowed')
     return number
+
+
+#: Steps compute in float32: hyper-parameters must be normal float32 numbers.
+_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def _is_real_scalar(value: Any) -> bool:

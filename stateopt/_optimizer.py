@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,19 @@ from . import _hyper
 from ._chain import chain_update, global_norm
 from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
-from ._hyper import Hyper, is_traced
-from ._state import OptimState, UniqueStateManager, _show, flatten_states, param_name, unflatten
+from ._hyper import Hyper, inside_jax_transform, is_traced
+from ._state import (
+    OptimState,
+    ReadableKeyError,
+    UniqueStateManager,
+    _show,
+    deepcopy_owning_states,
+    flatten_states,
+    param_name,
+    unflatten,
+)
 
-__all__ = ['OptaxOptimizer', 'ParamGroup']
+__all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups']
 
 def _lr_check(name: str, value: Any) -> Any:
     if callable(value) and not hasattr(value, 'shape'):
@@ -121,15 +131,15 @@ class ParamGroup(MutableMapping):
             return hyper[key]
         if key in self._static:
             return self._static[key]
-        raise KeyError(f'param groups have no key {key!r}; the keys are {", ".join(map(repr, self))}')
+        raise ReadableKeyError(f'param groups have no key {key!r}; the keys are {", ".join(map(repr, self))}')
 
     def __setitem__(self, key: str, value: Any) -> None:
         optimizer = self._optimizer
         if key == 'params':
-            raise KeyError("a group's params are set by add_param_group and "
+            raise ReadableKeyError("a group's params are set by add_param_group and "
                            "register_trainable_weights, not by assignment")
         if key not in optimizer._hyperparams:
-            raise KeyError(f'{type(optimizer).__name__} has no hyper-parameter {key!r}; '
+            raise ReadableKeyError(f'{type(optimizer).__name__} has no hyper-parameter {key!r}; '
                            f'its hyper-parameters are {", ".join(map(repr, optimizer._hyperparams))}')
         value = optimizer._hyperparams[key].check(key, value)
         if key == 'lr' and callable(value) and not hasattr(value, 'shape'):
@@ -161,7 +171,7 @@ class ParamGroup(MutableMapping):
         self._hyper.value = {**self._hyper.value, key: _as_dynamic(value)}
 
     def __delitem__(self, key: str) -> None:
-        raise KeyError('param group keys cannot be deleted')
+        raise ReadableKeyError('param group keys cannot be deleted')
 
     def __iter__(self) -> Iterator[str]:
         yield 'params'
@@ -186,10 +196,61 @@ class ParamGroup(MutableMapping):
         """Every hyper-parameter value, dynamic ones as Python numbers when concrete."""
         return {key: _to_python(self[key]) for key in self._optimizer._hyperparams}
 
+    @property
+    def lr_schedule(self) -> Callable | None:
+        """The schedule ``count -> lr`` this group's lr follows, or ``None`` for a number.
+
+        Assigning a number to ``group['lr']`` replaces the schedule for good (the
+        number is the lr from then on); assigning a schedule brings one back.
+        """
+        return self._lr_schedule
+
     def __repr__(self) -> str:
-        shown = ', '.join(f'{key}={value!r}' for key, value in self.hyperparams().items()
-                          if not callable(value))
+        shown = ', '.join(f'{key}={_lr_shown(self) if key == "lr" else repr(value)}'
+                          for key, value in self.hyperparams().items()
+                          if key == 'lr' or not callable(value))
         return f'ParamGroup({len(self._positions)} params, {shown})'
+
+
+def _lr_shown(group: ParamGroup) -> str:
+    """A group's lr as reprs show it: the scheduler's or schedule's name, or the number."""
+    scheduler = group._optimizer._scheduler
+    if scheduler is not None:
+        return type(scheduler).__name__
+    if group._lr_schedule is not None:
+        name = getattr(group._lr_schedule, '__name__', type(group._lr_schedule).__name__)
+        return '<schedule>' if name in ('schedule', '<lambda>') else f'<schedule {name}>'
+    return repr(_to_python(group['lr']))
+
+
+class ParamGroups(list):
+    """An optimizer's param groups: a list that refuses to be changed in place.
+
+    Appending a dict to it would not create a group (torch's optimizers keep their
+    groups in a plain list); :meth:`OptaxOptimizer.add_param_group` does.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, brainstate, stateopt
+    >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights(
+    ...     {'w': brainstate.ParamState(jnp.ones(2))})
+    >>> len(opt.param_groups)
+    1
+    >>> opt.param_groups.append({'params': {}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: param_groups cannot be changed in place; add a group with opt.add_param_group(...
+    """
+
+    __module__ = 'stateopt'
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError('param_groups cannot be changed in place; add a group with '
+                        'opt.add_param_group(states, lr=...) and edit one through its keys '
+                        "(opt.param_groups[0]['lr'] = ...)")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
 
 
 @dataclass(frozen=True)
@@ -204,6 +265,7 @@ class _StepSpec:
     optimizer: type         # the optimizer class: its algorithm and chain options
     paths: tuple            # key paths of the registered States, in registration order
     names: tuple            # their names
+    aliases: tuple          # (key path, position) of further keys of registered States
     signatures: tuple       # (treedef, ((shape, dtype), ...)) of each value at registration
     groups: tuple           # (positions, static hyper-parameter items, lr schedule) per group
     any_clip_norm: bool
@@ -217,6 +279,7 @@ class _Plan:
     states: tuple           # every registered State, in registration order
     spec: _StepSpec
     compiled: Any           # the eager jax.jit
+    schedules: tuple = ()   # (group index, schedule) of the groups with a non-empty lr schedule
     guard: Any = None       # DonationGuard of the parameter values it donates
 
 
@@ -252,10 +315,21 @@ class OptaxOptimizer:
         ``optax.scale_by_adam()`` (the default) or ``optax.scale_by_lion()``. The
         optimizer applies ``lr``, weight decay and clipping around it, so ``lr`` and
         schedulers act on it. A complete optax optimizer (``optax.adam(1e-3)``, whose
-        updates already point downhill) is refused.
+        updates already point downhill) is refused. ``tx`` sees each param group as
+        a dict ``{param name: value}`` (names as :func:`stateopt.param_name` gives
+        them, ``'l1.weight'``), so a pytree mask or label tree (``optax.masked``,
+        ``optax.multi_transform``) is keyed by those names and must fit every group;
+        a callable mask (``lambda params: {name: value.ndim > 1 for name, value in
+        params.items()}``) fits any group.
     lr : float or callable
-        The learning rate: a number, or a schedule ``count -> lr`` (an optax
-        schedule) evaluated at :attr:`step_count`.
+        The learning rate: a number, a :class:`stateopt.LRScheduler`, or a schedule
+        ``count -> lr`` (an optax schedule) evaluated at :attr:`step_count`. A
+        schedule's value is checked where it can be seen: an eager step refuses a
+        negative (or NaN) value before changing anything; inside a compiled step
+        (``brainstate.transform.jit``, ``donating_jit``) it is not seen, and a
+        negative value is applied as it is (the step ascends), so check the schedule
+        (``opt.get_last_lr()`` reads it). Assigning a number to ``group['lr']``
+        replaces a group's schedule (see :attr:`ParamGroup.lr_schedule`).
     weight_decay : float
         L2 penalty added to the gradient (``g + weight_decay * p``).
     grad_clip_norm : float, optional
@@ -316,6 +390,10 @@ class OptaxOptimizer:
     def _check_assignment(self, group: ParamGroup, name: str, value: Any) -> None:
         """Refuse an assignment the group's state cannot honour (override)."""
 
+    def __deepcopy__(self, memo: dict) -> OptaxOptimizer:
+        """A copy that owns copies of every State (parameters included), as torch's deep copy does."""
+        return deepcopy_owning_states(self, memo, caches=('_plan',))
+
     # -- construction --------------------------------------------------------------
     def _setup(self, **defaults: Any) -> None:
         lr = defaults['lr']
@@ -353,7 +431,11 @@ class OptaxOptimizer:
 
         ``states`` is a dict of States (``model.states(brainstate.ParamState)``).
         States are identified by identity: one already registered is skipped, and
-        the moments and step counts of registered States are kept.
+        the moments and step counts of registered States are kept. A State reachable
+        under two keys (tied weights, ``{'a': s, 'b': s}``) is registered once, under
+        the first key; ``update`` accepts the gradients brainstate returns for the
+        same dict, which give the State its whole gradient under each key, and applies
+        that gradient once (the first key's).
 
         Raises
         ------
@@ -364,7 +446,9 @@ class OptaxOptimizer:
         """
         new = self._registry.plan_merge(states)
         _check_values(new)
+        _strengthen(new)
         self._commit(new, moved=[], new_group=None)
+        self._registry.note_aliases(states)
         return self
 
     def add_param_group(self, states: Any, **hyperparams: Any) -> ParamGroup:
@@ -373,7 +457,8 @@ class OptaxOptimizer:
         Any constructor hyper-parameter can be overridden. States already registered
         are found by identity (so ``model.head.states(...)``, keyed relative to
         ``head``, works) and move here with their moments; new States are registered
-        under the given keys.
+        under the given keys. torch's form, one dict ``{'params': states, 'lr': 0.01}``,
+        is accepted too.
 
         Returns
         -------
@@ -386,6 +471,7 @@ class OptaxOptimizer:
             A State already in another explicit group, no States, or an invalid
             hyper-parameter. Nothing changes.
         """
+        states, hyperparams = _torch_group(states, hyperparams)
         if self._scheduler is not None and callable(hyperparams.get('lr')):
             raise ValueError('a group cannot have its own lr schedule or scheduler; the optimizer\'s '
                              'scheduler drives every group')
@@ -414,6 +500,7 @@ class OptaxOptimizer:
                 fresh.append((path, state))
         new = self._registry.plan_merge(dict(_unflat_pairs(fresh))) if fresh else []
         _check_values(new)
+        _strengthen(new)
         group = ParamGroup(self, [], hp, explicit=True)
         self._commit(new, moved=moved, new_group=group)
         if self._scheduler is not None:
@@ -433,6 +520,14 @@ class OptaxOptimizer:
         start = len(self._registry)
         for path, state in new:
             self._registry._add(path, state)
+        try:
+            self._rebuild_groups(start, moved, new_group, old_states, old_owner)
+        except BaseException:
+            self._registry._truncate(start)     # nothing changes
+            raise
+
+    def _rebuild_groups(self, start: int, moved: list[int], new_group: ParamGroup | None,
+                        old_states: dict, old_owner: dict) -> None:
         fresh = list(range(start, len(self._registry)))
         default = self._groups[0]
         groups = list(self._groups)
@@ -460,9 +555,27 @@ class OptaxOptimizer:
         self._invalidate()
 
     def _init_group_state(self, group: ParamGroup, values: dict) -> Any:
+        """The algorithm's state for ``values``, the tree ``{param name: value}`` of one group.
+
+        An empty group whose algorithm cannot start from an empty tree (a ``tx`` with a
+        pytree mask) has no state (``None``) until it holds parameters.
+        """
         hp = {name: _to_python(group[name]) if name != 'lr' else group.initial_lr
               for name in self._hyperparams}
-        return self._algorithm(hp).init(values)
+        try:
+            return self._algorithm(hp).init(values)
+        except Exception as exc:
+            if not values:
+                return None
+            raise ValueError(
+                f'{type(self).__name__} could not create its state for the parameters '
+                f'{sorted(values)} of one param group: {type(exc).__name__}: {exc}. The algorithm '
+                f'(a tx= transform included) sees each param group as a dict {{param name: value}}, '
+                f'named as stateopt.param_name names them ({", ".join(map(repr, sorted(values)[:3]))}'
+                f'{", ..." if len(values) > 3 else ""}); a pytree mask or label tree '
+                f'(optax.masked, optax.multi_transform) must have exactly these keys for every group, '
+                f'or be a callable of the params tree'
+            ) from exc
 
     def _rebuild_group_state(self, group, positions, old_states, old_owner, source) -> Any:
         """The group's new state; every slot a parameter had elsewhere keeps its value."""
@@ -505,7 +618,8 @@ class OptaxOptimizer:
         ----------
         grads : dict
             Gradients keyed as the States were registered (what
-            ``brainstate.transform.grad(loss, grad_states=params)`` returns).
+            ``brainstate.transform.grad(loss, grad_states=params)`` returns). A
+            callable given here is taken as ``closure`` (torch's ``step(closure)``).
         closure : callable, optional
             Re-evaluates the model and returns the loss, as in torch; it may instead
             return ``(grads, loss)`` (``brainstate.transform.grad(...,
@@ -515,10 +629,17 @@ class OptaxOptimizer:
 
         Raises
         ------
-        KeyError, ValueError
-            Missing or unknown keys, wrong shapes or dtypes, naming the key. Nothing
-            changes: not the params, moments, step count or learning rates.
+        KeyError, ValueError, TypeError
+            Missing or unknown keys, wrong shapes or dtypes, naming the key; States
+            or a ``(grads, loss)`` pair passed as grads. Nothing changes: not the
+            params, moments, step count or learning rates.
+        brainstate.TraceContextError
+            Called under a raw JAX transform (``jax.jit``, ``jax.vmap``,
+            ``jax.grad``, ``jax.lax.scan``, ...), which cannot carry State updates;
+            use ``brainstate.transform.jit`` (or ``stateopt.donating_jit``) and
+            brainstate's transforms instead.
         """
+        grads, closure = self._closure_first(grads, closure)
         loss = None
         if closure is not None:
             result = closure()
@@ -533,8 +654,21 @@ class OptaxOptimizer:
         if is_traced(self.step_count.value):
             self._traced_step(plan, grads, extra_args)
         else:
+            if inside_jax_transform(grads, extra_args):
+                raise brainstate.TraceContextError(
+                    f'{type(self).__name__}.update was called inside a raw JAX transform (jax.jit, '
+                    f'jax.vmap, jax.grad, jax.lax.scan, ...), which cannot carry State updates out; '
+                    f'nothing was changed. Use brainstate.transform.jit (or stateopt.donating_jit) and '
+                    f"brainstate's own transforms (brainstate.transform.vmap, grad, for_loop, scan)")
             self._eager_step(plan, grads, extra_args)
         return loss
+
+    @staticmethod
+    def _closure_first(grads: Any, closure: Callable | None) -> tuple[Any, Callable | None]:
+        """``(grads, closure)`` with torch's ``step(closure)`` read as a closure."""
+        if callable(grads) and closure is None:
+            return None, grads
+        return grads, closure
 
     def _get_plan(self) -> _Plan:
         if self._plan is not None:
@@ -546,6 +680,7 @@ class OptaxOptimizer:
             optimizer=type(self),
             paths=registry.paths,
             names=registry.names,
+            aliases=tuple(registry.aliases.items()),
             signatures=tuple(self._signatures[i] for i in range(len(registry))),
             groups=tuple((tuple(g._positions), tuple(sorted(g._static.items())), g._lr_schedule)
                          for g in self._groups),
@@ -556,7 +691,9 @@ class OptaxOptimizer:
             compiled = _shared_step(spec)
         except TypeError:   # a static hyper-parameter that cannot be hashed: compile for this optimizer
             compiled = _compile_step(spec)
-        self._plan = _Plan(states=registry.states, spec=spec, compiled=compiled)
+        schedules = tuple((index, group._lr_schedule) for index, group in enumerate(self._groups)
+                          if group._lr_schedule is not None and group._positions)
+        self._plan = _Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules)
         return self._plan
 
     @property
@@ -590,7 +727,7 @@ class OptaxOptimizer:
             for i in positions:
                 new_params[i] = updated[spec.names[i]]
             new_states.append(state)
-        return tuple(new_params), tuple(new_states), count + 1
+        return tuple(new_params), tuple(new_states), optax.safe_increment(count)
 
     @classmethod
     def _chain_options(cls, hp: Mapping[str, Any]) -> dict:
@@ -619,29 +756,45 @@ class OptaxOptimizer:
 
     def _eager_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
         """Outside any trace: one call of the cached jit, reusing the buffers it replaces."""
+        if plan.schedules:
+            self._check_scheduled_lrs(plan)
         params = list(map(_RAW, plan.states))
         plan.guard = DonationGuard.protected(plan.guard, plan.states, params)
         opt_leaves = owned_leaves(self.opt_state)
         hypers = tuple(_RAW(group._hyper) for group in self._groups)
         arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
         static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
-        new_params, new_leaves, count = plan.compiled(
-            tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), arrays, static)
+        try:
+            new_params, new_leaves, count = plan.compiled(
+                tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), arrays, static)
+        except TypeError:   # not arrays: say what grads should be (nothing was donated)
+            _select_grads(plan.spec, grads)
+            raise
         del params, opt_leaves
-        if isinstance(count, jax.core.Tracer):
-            raise brainstate.TraceContextError(
-                'optimizer.update was called inside jax.jit (or another raw JAX transform), '
-                'which cannot carry State updates; use brainstate.transform.jit instead'
-            )
         write_back(plan.states, new_params)
         store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
         write_back((self.step_count,), (count,))
 
+    def _check_scheduled_lrs(self, plan: _Plan) -> None:
+        """Refuse, before anything changes, a schedule that gives a negative or NaN lr now."""
+        count = _RAW(self.step_count)
+        for index, schedule in plan.schedules:
+            lr = _to_python(jnp.asarray(schedule(count), jnp.float32))
+            if not lr >= 0:
+                raise ValueError(
+                    f'the lr schedule of param group {index} gives lr={lr} at step {int(count)}; a '
+                    f'learning rate must be >= 0 (a negative one climbs the loss). Nothing was changed: '
+                    f'fix the schedule (for example the end value of optax.linear_schedule)')
+
     # -- learning rates ----------------------------------------------------------------
     @property
-    def param_groups(self) -> list[ParamGroup]:
-        """The param groups; ``param_groups[0]`` is the default group."""
-        return list(self._groups)
+    def param_groups(self) -> ParamGroups:
+        """The param groups; ``param_groups[0]`` is the default group.
+
+        A read-only list: edit a group through its keys (``param_groups[1]['lr'] =
+        0.01``) and add one with :meth:`add_param_group`.
+        """
+        return ParamGroups(self._groups)
 
     @property
     def lr(self) -> Any:
@@ -678,10 +831,11 @@ class OptaxOptimizer:
         Returns
         -------
         dict
-            ``step_count``; ``param_groups`` (each with its parameter names and its
-            hyper-parameters); ``state`` (``{param name: {slot: array}}``, the moments);
-            ``group_state`` (per group, the slots no parameter owns, like step counts);
-            and ``lr_scheduler`` (the attached scheduler's state, or ``None``).
+            ``optimizer_class`` (the class name, ``'AdamW'``); ``step_count``;
+            ``param_groups`` (each with its parameter names and its hyper-parameters);
+            ``state`` (``{param name: {slot: array}}``, the moments); ``group_state``
+            (per group, the slots no parameter owns, like step counts); and
+            ``lr_scheduler`` (the attached scheduler's state, or ``None``).
         """
         names = self._registry.names
         groups, group_state, per_param = [], [], {}
@@ -701,6 +855,7 @@ class OptaxOptimizer:
                     per_param.setdefault(owner, {})[slot] = leaf
             group_state.append(slots)
         return {
+            'optimizer_class': type(self).__name__,
             'step_count': self.step_count.value,
             'param_groups': groups,
             'state': per_param,
@@ -708,15 +863,33 @@ class OptaxOptimizer:
             'lr_scheduler': None if self._scheduler is None else self._scheduler.state_dict(),
         }
 
-    def load_state_dict(self, state_dict: Mapping) -> None:
+    def load_state_dict(self, state_dict: Mapping, strict: bool = True) -> None:
         """Restore :meth:`state_dict` output, after checking all of it.
 
         The groups must hold the same parameter names, static hyper-parameters must
-        agree, and every array must have the shape and dtype of the one it replaces.
-        On any mismatch a ``ValueError`` (or ``KeyError``) names the entry and
-        nothing changes.
+        agree, every array must have the shape and dtype of the one it replaces, and
+        every value must be one a run can produce: counts are integers >= 0, the
+        optimizer's state is finite, and the slots no run makes negative (second
+        moments, accumulated squares, step sizes) are >= 0. On any mismatch a
+        ``ValueError`` (``KeyError`` for a missing or unknown entry, ``TypeError`` for
+        something that is not a dict) names the entry and nothing changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            What :meth:`state_dict` returned. State dicts without ``optimizer_class``
+            (written before it was recorded) load as well.
+        strict : bool
+            If False, the state dict of another optimizer class (``optimizer_class``)
+            loads with a warning, provided its groups, hyper-parameters and slots fit
+            this optimizer. Everything else is checked either way.
         """
-        step_count, new_states, hyper_values, scheduler_state = self._checked_state_dict(state_dict)
+        step_count, new_states, hyper_values, scheduler_state, other_class = \
+            self._checked_state_dict(state_dict, strict)
+        if other_class is not None:
+            warnings.warn(f'loading the state dict of {other_class!r} into {type(self).__name__!r} '
+                          f'(strict=False): its groups, hyper-parameters and slots fit, but another '
+                          f'algorithm wrote them', UserWarning, stacklevel=2)
         self.step_count.value = step_count
         self.opt_state.value = new_states
         for group, values in zip(self._groups, hyper_values):
@@ -724,113 +897,152 @@ class OptaxOptimizer:
         if self._scheduler is not None:
             self._scheduler.load_state_dict(scheduler_state)
 
-    def check_state_dict(self, state_dict: Mapping) -> None:
+    def check_state_dict(self, state_dict: Mapping, strict: bool = True) -> None:
         """Raise what :meth:`load_state_dict` would raise for ``state_dict``; change nothing."""
-        self._checked_state_dict(state_dict)
+        self._checked_state_dict(state_dict, strict)
 
-    def _checked_state_dict(self, state_dict: Mapping) -> tuple:
-        """``(step count, optimizer states, hyper-parameters per group, scheduler state)`` to load."""
+    def _checked_state_dict(self, state_dict: Mapping, strict: bool = True) -> tuple:
+        """What :meth:`load_state_dict` writes, after checking all of it.
+
+        ``(step count, optimizer states, dynamic hyper-parameters per group, scheduler
+        state, the other optimizer class whose state dict this is or None)``.
+        """
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f'load_state_dict expects a dict, got {type(state_dict).__name__}')
-        expected = {'step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler'}
-        missing = expected - set(state_dict)
+            raise TypeError(f'load_state_dict expects a dict (what state_dict() returns), got '
+                            f'{_received(state_dict)}')
+        required = ('step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler')
+        missing = [key for key in required if key not in state_dict]
         if missing:
-            raise KeyError(f'the state dict has no {", ".join(sorted(missing))}')
-        extra = set(state_dict) - expected
-        if extra:
-            raise KeyError(f'the state dict has unknown entries {", ".join(sorted(map(str, extra)))}')
-        step_count = _checked_array('step_count', state_dict['step_count'], _RAW(self.step_count))
-        saved_groups = state_dict['param_groups']
-        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(self._groups):
-            count = len(saved_groups) if isinstance(saved_groups, (list, tuple)) else saved_groups
-            raise ValueError(f'the state dict has {count} param groups; this optimizer has '
-                             f'{len(self._groups)}')
-        names = self._registry.names
-        hyper_values = []
-        for index, (group, saved) in enumerate(zip(self._groups, saved_groups)):
-            hyper_values.append(self._checked_group(index, group, saved, names))
-        saved_state = state_dict['state']
-        saved_group_state = state_dict['group_state']
-        if not isinstance(saved_group_state, (list, tuple)) or len(saved_group_state) != len(self._groups):
-            raise ValueError('the state dict\'s group_state must have one entry per param group')
-        if not isinstance(saved_state, Mapping):
-            raise ValueError('the state dict\'s state must be a dict {param name: {slot: array}}')
-        unknown = set(saved_state) - set(names)
+            raise StateDictKeyError(f'the state dict has no {", ".join(missing)}; pass what '
+                                    f'state_dict() returns')
+        unknown = sorted(map(repr, set(state_dict) - {*required, 'optimizer_class'}))
         if unknown:
-            raise KeyError(f'the state dict has state for unknown parameters '
-                           f'{", ".join(map(repr, sorted(map(str, unknown))))}')
+            raise StateDictKeyError(f'the state dict has the unknown entries {", ".join(unknown)}; its '
+                                    f'entries are optimizer_class, {", ".join(required)}')
+        other_class = self._checked_class(state_dict, strict)
+        step_count = _checked_slot('step_count', state_dict['step_count'], _RAW(self.step_count),
+                                   'it counts steps')
+        count = len(self._groups)
+        saved_groups = _checked_per_group('param_groups', state_dict['param_groups'], count, 'dicts')
+        names = self._registry.names
+        hyper_values = [self._checked_group(index, group, saved, names)
+                        for index, (group, saved) in enumerate(zip(self._groups, saved_groups))]
+        saved_state = _checked_slot_dicts(state_dict['state'], names)
+        saved_group_state = _checked_per_group('group_state', state_dict['group_state'], count,
+                                               'dicts {slot: array}')
+        for index, slots in enumerate(saved_group_state):
+            if not isinstance(slots, Mapping):
+                raise ValueError(f'group_state[{index}] must be a dict {{slot: array}}, got '
+                                 f'{_received(slots)}')
+        used = {**{(None, index): set() for index in range(count)},
+                **{(name, None): set() for name in saved_state}}
         new_states = []
-        used = {name: set() for name in saved_state}
         for index, (group, current) in enumerate(zip(self._groups, _RAW(self.opt_state))):
+            never_negative = _never_negative_slots(type(self), group)
             owned = {names[i] for i in group._positions}
-            slots = saved_group_state[index]
-
-            def restore(path, leaf, owned=owned, slots=slots, index=index):
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(current)
+            restored = []
+            for path, leaf in leaves:
                 owner, slot = _split_slot(path, owned)
                 if owner is None:
-                    where = f'group_state[{index}][{slot!r}]'
-                    if not isinstance(slots, Mapping) or slot not in slots:
-                        raise KeyError(f'the state dict has no {where}')
-                    return _checked_array(where, slots[slot], leaf)
-                where = f'state[{owner!r}][{slot!r}]'
-                entry = saved_state.get(owner)
-                if not isinstance(entry, Mapping) or slot not in entry:
-                    raise KeyError(f'the state dict has no {where}')
-                used[owner].add(slot)
-                return _checked_array(where, entry[slot], leaf)
-
-            new_states.append(jax.tree_util.tree_map_with_path(restore, current))
-        for owner, slots in saved_state.items():
-            leftover = set(slots) - used[owner] if isinstance(slots, Mapping) else set()
+                    where, slots, seen = f'group_state[{index}]', saved_group_state[index], used[None, index]
+                elif owner in saved_state:
+                    where, slots, seen = f'state[{owner!r}]', saved_state[owner], used[owner, None]
+                else:
+                    raise StateDictKeyError(f'state[{owner!r}] is missing: the state dict has no optimizer '
+                                            f'state for the parameter {owner!r}')
+                if slot not in slots:
+                    raise StateDictKeyError(f'{where}[{slot!r}] is missing')
+                seen.add(slot)
+                reason = (f"{type(self).__name__}'s {slot} is never negative"
+                          if _covers(never_negative, slot) else None)
+                restored.append(_checked_slot(f'{where}[{slot!r}]', slots[slot], leaf, reason))
+            new_states.append(treedef.unflatten(restored))
+        for (owner, index), seen in used.items():
+            slots = saved_group_state[index] if owner is None else saved_state[owner]
+            leftover = sorted(map(repr, set(slots) - seen))
             if leftover:
-                raise KeyError(f'the state dict has unknown slots {sorted(leftover)} for {owner!r}')
+                where = f'group_state[{index}]' if owner is None else f'state[{owner!r}]'
+                raise StateDictKeyError(f'{where} has the unknown slots {", ".join(leftover)}; this '
+                                        f'optimizer keeps {", ".join(map(repr, sorted(seen))) or "none"}')
         scheduler_state = state_dict['lr_scheduler']
-        if (scheduler_state is None) != (self._scheduler is None):
-            raise ValueError('the state dict and this optimizer disagree on having an lr scheduler')
+        if self._scheduler is None and scheduler_state is not None:
+            raise ValueError(f'lr_scheduler holds {_received(scheduler_state)}, but this optimizer has no '
+                             f'lr scheduler; build it with the scheduler it was saved with (lr=scheduler)')
         if self._scheduler is not None:
+            if scheduler_state is None:
+                raise ValueError(f'lr_scheduler is None, but this optimizer has an lr scheduler (a '
+                                 f'{type(self._scheduler).__name__}); the state dict was saved from an '
+                                 f'optimizer without one')
             self._scheduler._check_state_dict(scheduler_state)
-        return step_count, tuple(new_states), hyper_values, scheduler_state
+        return step_count, tuple(new_states), hyper_values, scheduler_state, other_class
+
+    def _checked_class(self, state_dict: Mapping, strict: bool) -> str | None:
+        """The other optimizer class that wrote ``state_dict`` (None if this one), if allowed."""
+        mine = type(self).__name__
+        if 'optimizer_class' not in state_dict:
+            return None
+        saved = _plain_string(state_dict['optimizer_class'])
+        if saved is None:
+            raise ValueError(f'optimizer_class must be the name of the optimizer class that wrote the '
+                             f'state dict, got {_received(state_dict["optimizer_class"])}')
+        if saved == mine:
+            return None
+        if strict:
+            raise ValueError(f'optimizer_class is {saved!r}, but this optimizer is {mine!r}: the state '
+                             f'dict was written by another optimizer class. Load it into a {saved}, or '
+                             f'pass strict=False to load it anyway (its groups, hyper-parameters and '
+                             f'slots must still fit)')
+        return saved
 
     def _checked_group(self, index: int, group: ParamGroup, saved: Any, names: tuple) -> dict:
         """The dynamic values of one saved group, after checking it against ``group``."""
         where = f'param_groups[{index}]'
         if not isinstance(saved, Mapping):
-            raise ValueError(f'{where} must be a dict, got {type(saved).__name__}')
-        saved_names = list(saved.get('params', []))
-        if sorted(map(str, saved_names)) != sorted(group.names):
-            raise ValueError(f'{where} holds parameters {sorted(map(str, saved_names))}, but group '
+            raise ValueError(f"{where} must be a dict of the group's parameter names and "
+                             f'hyper-parameters, got {_received(saved)}')
+        if 'params' not in saved:
+            raise StateDictKeyError(f"{where}['params'] is missing (the names of the group's parameters)")
+        saved_names = _param_names(saved['params'])
+        if saved_names is None:
+            raise ValueError(f"{where}['params'] must be a list of parameter names, got "
+                             f"{_received(saved['params'])}")
+        if sorted(saved_names) != sorted(group.names):
+            raise ValueError(f"{where}['params'] holds the parameters {sorted(saved_names)}, but group "
                              f'{index} of this optimizer holds {sorted(group.names)}')
         values = {}
         for key, spec in self._hyperparams.items():
             if not _in_state_dict(group, key):
                 continue
+            entry = f'{where}[{key!r}]'
             if key not in saved:
-                raise KeyError(f'{where} has no {key!r}')
-            current = group[key]
+                raise StateDictKeyError(f'{entry} is missing')
+            current, value = group[key], saved[key]
             if key in group._static:
-                if _to_python(saved[key]) != current:
-                    raise ValueError(f'{where}[{key!r}] is {saved[key]!r}, but this optimizer has '
-                                     f'{current!r}; it is fixed when a group is created')
+                if not _same_static(value, current):
+                    raise ValueError(f'{entry} is {_received(value)}, but this optimizer has {current!r}; '
+                                     f'it is fixed when a group is created, so build the group with the '
+                                     f'saved value to load this state dict')
                 continue
-            value = saved[key]
             if isinstance(current, tuple):
                 if not isinstance(value, (tuple, list)) or len(value) != len(current):
-                    raise ValueError(f'{where}[{key!r}] must have {len(current)} entries, got {value!r}')
-                value = tuple(_scalar(f'{where}[{key!r}]', v) for v in value)
+                    raise ValueError(f'{entry} must be {len(current)} numbers, got {_received(value)}')
+                value = tuple(_scalar(f'{entry}[{i}]', v) for i, v in enumerate(value))
             else:
-                value = _scalar(f'{where}[{key!r}]', value)
-            spec.check(f'{where}[{key!r}]', _to_python(value))
+                value = _scalar(entry, value)
+            spec.check(entry, _to_python(value))
             values[key] = _as_dynamic(value)
-        unknown = set(saved) - set(self._hyperparams) - {'params'}
+        unknown = sorted(map(repr, set(saved) - set(self._hyperparams) - {'params'}))
         if unknown:
-            raise KeyError(f'{where} has unknown keys {sorted(map(str, unknown))}')
+            raise StateDictKeyError(f'{where} has the unknown keys {", ".join(unknown)}; the '
+                                    f'hyper-parameters of {type(self).__name__} are '
+                                    f'{", ".join(map(repr, self._hyperparams))}')
         return values
 
     def __repr__(self) -> str:
-        shown = ', '.join(f'{k}={_to_python(v)!r}' for k, v in self.defaults.items()
-                          if k != 'tx' or v is not None)
-        if self._scheduler is not None:
-            shown = shown.replace(f"lr={self.defaults['lr']!r}", f'lr={type(self._scheduler).__name__}')
+        """The class, group 0's lr as it is now, the other constructor values, and the sizes."""
+        shown = ', '.join(f'{k}={_lr_shown(self._groups[0]) if k == "lr" else repr(_to_python(v))}'
+                          for k, v in self.defaults.items() if k != 'tx' or v is not None)
         return (f'{type(self).__name__}({shown}; {len(self._registry)} params in '
                 f'{len(self._groups)} groups, step {int(_RAW(self.step_count))})')
 
@@ -877,6 +1089,23 @@ def _check_direction(tx: Any) -> None:
         )
 
 
+def _torch_group(states: Any, hyperparams: dict) -> tuple[Any, dict]:
+    """``(states, hyperparams)`` of torch's ``add_param_group({'params': ..., 'lr': ...})`` form.
+
+    The form is recognised by a ``'params'`` entry beside entries that are not States;
+    anything else is a dict of States, returned as it is.
+    """
+    if not isinstance(states, Mapping) or 'params' not in states or len(states) == 1 or any(
+            isinstance(value, brainstate.State) for key, value in states.items() if key != 'params'):
+        return states, hyperparams
+    given = {key: value for key, value in states.items() if key != 'params'}
+    twice = sorted(set(given) & set(hyperparams))
+    if twice:
+        raise TypeError(f'add_param_group got {", ".join(map(repr, twice))} both in the group dict and '
+                        f'as keyword arguments; give each hyper-parameter once')
+    return states['params'], {**given, **hyperparams}
+
+
 def _unflat_pairs(pairs: list) -> dict:
     return unflatten([p for p, _ in pairs], [s for _, s in pairs])
 
@@ -889,6 +1118,21 @@ def _check_values(pairs: list) -> None:
             if not jnp.issubdtype(dtype, jnp.floating):
                 raise TypeError(f'the State at key {_show(path)} holds a {dtype} array; '
                                 f'only floating-point parameters can be trained')
+
+
+def _strengthen(pairs: list) -> None:
+    """Give new parameters whose arrays are weakly typed (``jnp.full(n, 1.0)``) strong types.
+
+    A step returns strongly typed arrays, and a compiled function is specialised on
+    weak typing, so a weak first value would compile every step twice. The values are
+    equal; only the type flag changes, once, at registration.
+    """
+    for _, state in pairs:
+        value = _RAW(state)
+        if any(getattr(leaf, 'weak_type', False) for leaf in jax.tree.leaves(value)):
+            state.value = jax.tree.map(
+                lambda leaf: jnp.asarray(leaf, jnp.result_type(leaf))
+                if getattr(leaf, 'weak_type', False) else leaf, value)
 
 
 def _split_slot(path: tuple, owners: set) -> tuple[str | None, str]:
@@ -916,41 +1160,75 @@ def _check_params(spec: _StepSpec, params: tuple) -> None:
         leaves, now = jax.tree.flatten(value)
         got = tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
         if now != treedef or got != shapes:
-            raise ValueError(f'the parameter {name!r} changed from {shapes} to {got} since it was '
-                             f'registered; build a new optimizer for a changed model')
+            raise ValueError(f'the parameter {name!r} changed from {_shown_signature(treedef, shapes)} '
+                             f'to {_shown_signature(now, got)} since it was registered; build a new '
+                             f'optimizer for a changed model')
 
 
 def _select_grads(spec: _StepSpec, grads: Any) -> list:
     """The gradient of each registered State, checked against the parameter."""
-    skeleton = {}
-    for position, path in enumerate(spec.paths):
+    skeleton: dict = {}
+    entries = [*((path, position) for position, path in enumerate(spec.paths)),
+               *((path, _Alias(position)) for path, position in spec.aliases)]
+    for path, entry in entries:
         node = skeleton
         for key in path[:-1]:
             node = node.setdefault(key, {})
-        node[path[-1]] = position
+        node[path[-1]] = entry
     selected: list = [None] * len(spec.paths)
+    _check_grads_root(grads)
 
     def walk(node: Any, expected: dict, where: tuple) -> None:
         children = _children(node)
         if children is None:
             raise ValueError(f'grads{_where(where)} must be a dict keyed like the registered '
-                             f'States, got {type(node).__name__}')
-        missing = [_show(where + (k,)) for k in expected if k not in children]
+                             f'States, got {_kind(node)}')
+        missing = [_show(where + (k,)) for k, sub in expected.items()
+                   if k not in children and not isinstance(sub, _Alias)]
         if missing:
-            raise KeyError(f'grads has no gradient for {", ".join(missing)}; pass a gradient for '
+            raise ReadableKeyError(f'grads has no gradient for {", ".join(missing)}; pass a gradient for '
                            f'every registered State, keyed as it was registered')
         unknown = [_show(where + (k,)) for k in children if k not in expected]
         if unknown:
-            raise KeyError(f'grads has the keys {", ".join(unknown)}, which are not registered '
+            raise ReadableKeyError(f'grads has the keys {", ".join(unknown)}, which are not registered '
                            f'States; register them or leave them out')
         for key, sub in expected.items():
             if isinstance(sub, dict):
                 walk(children[key], sub, where + (key,))
+            elif isinstance(sub, _Alias):    # a tied weight's other key: its gradient counts once
+                if key in children:
+                    _checked_grad(spec, sub.position, children[key], where + (key,))
             else:
-                selected[sub] = _checked_grad(spec, sub, children[key])
+                selected[sub] = _checked_grad(spec, sub, children[key], where + (key,))
 
     walk(grads, skeleton, ())
     return selected
+
+
+@dataclass(frozen=True)
+class _Alias:
+    """A further key of the registered State at ``position``."""
+
+    position: int
+
+
+def _check_grads_root(grads: Any) -> None:
+    """Recognise the usual slips: the ``(grads, loss)`` pair, or the States themselves."""
+    if isinstance(grads, tuple) and len(grads) == 2 and isinstance(grads[0], Mapping):
+        raise TypeError('grads is a (grads, loss) pair, as brainstate.transform.grad(..., '
+                        'return_value=True) returns; unpack it first: grads, loss = grad_fn(...); '
+                        'opt.update(grads)')
+    is_state = lambda leaf: isinstance(leaf, brainstate.State)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_state)[0]:
+        if is_state(leaf):
+            raise TypeError(f'grads{jax.tree_util.keystr(path)} is {_kind(leaf)}')
+
+
+def _kind(node: Any) -> str:
+    if isinstance(node, brainstate.State):
+        return (f'a {type(node).__name__}, not a gradient: pass the gradients, as '
+                f'brainstate.transform.grad(loss_fn, grad_states=params)() returns them, not the States')
+    return type(node).__name__
 
 
 def _children(node: Any) -> dict | None:
@@ -965,44 +1243,261 @@ def _where(path: tuple) -> str:
     return ''.join(f'[{k!r}]' for k in path)
 
 
-def _checked_grad(spec: _StepSpec, position: int, grad: Any) -> Any:
+def _checked_grad(spec: _StepSpec, position: int, grad: Any, where: tuple) -> Any:
+    """``grad`` (found at ``grads[where]``), checked against the parameter at ``position``."""
     name = spec.names[position]
     treedef, shapes = spec.signatures[position]
-    leaves, got_def = jax.tree.flatten(grad)
+    flat, got_def = jax.tree_util.tree_flatten_with_path(grad)
     if got_def != treedef:
-        raise ValueError(f'the gradient for {name!r} has structure {got_def}, but the parameter has '
-                         f'{treedef}')
-    for index, (leaf, (shape, dtype)) in enumerate(zip(leaves, shapes)):
-        where = name if len(shapes) == 1 else f'{name} (leaf {index})'
+        if isinstance(grad, brainstate.State):
+            raise TypeError(f'grads{_where(where)} is {_kind(grad)}')
+        raise ValueError(f'the gradient for {name!r} is {_shown(grad)}, but the parameter is '
+                         f'{_shown_signature(treedef, shapes)}')
+    for (path, leaf), (shape, dtype) in zip(flat, shapes):
+        leaf_name = repr(name) + (f' at {jax.tree_util.keystr(path)}' if path else '')
         if not hasattr(leaf, 'shape'):
-            raise ValueError(f'the gradient for {where!r} is a {type(leaf).__name__}, not an array')
+            kind = _kind(leaf) if isinstance(leaf, brainstate.State) else \
+                f'a {type(leaf).__name__}, not an array'
+            raise TypeError(f'the gradient for {leaf_name} is {kind}')
         if tuple(leaf.shape) != tuple(shape):
-            raise ValueError(f'the gradient for {where!r} has shape {tuple(leaf.shape)}, but the '
+            raise ValueError(f'the gradient for {leaf_name} has shape {tuple(leaf.shape)}, but the '
                              f'parameter has shape {tuple(shape)}')
         if jnp.result_type(leaf) != dtype:
-            raise ValueError(f'the gradient for {where!r} has dtype {jnp.result_type(leaf)}, but the '
+            raise ValueError(f'the gradient for {leaf_name} has dtype {jnp.result_type(leaf)}, but the '
                              f'parameter has dtype {dtype}')
     return grad
 
 
+class _Shape:
+    """An array's dtype and shape as a repr: ``float32[3, 4]``."""
+
+    def __init__(self, shape: tuple, dtype: Any):
+        self.text = f'{np.dtype(dtype).name}[{", ".join(map(str, shape))}]'
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _shown_signature(treedef: Any, shapes: tuple) -> str:
+    """A value's structure with its arrays as ``dtype[shape]``: ``{'x': float32[2]}``."""
+    return repr(treedef.unflatten([_Shape(shape, dtype) for shape, dtype in shapes]))
+
+
+def _shown(value: Any) -> str:
+    leaves, treedef = jax.tree.flatten(value)
+    if all(hasattr(leaf, 'shape') for leaf in leaves):
+        return _shown_signature(treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+    return repr(jax.tree.map(lambda x: _Shape(np.shape(x), jnp.result_type(x))
+                             if hasattr(x, 'shape') else type(x).__name__, value))
+
+
+class StateDictKeyError(ReadableKeyError):
+    """A missing or unknown entry of a state dict, with a message that reads as written."""
+
+
+#: Optimizer class name -> the slots of its state that no run makes negative: second moments
+#: and other accumulators of squares or absolute values, step sizes, averaging weights. A name
+#: covers the slot of that name and the slots under it ('variance' covers 'variance.row'); a
+#: class without an entry has its nearest base class's. The other floating slots (first
+#: moments, previous gradients, parameter copies, Hessian estimates) may be negative.
+_NEVER_NEGATIVE_SLOTS: dict[str, tuple[str, ...]] = {
+    'Adam': ('exp_avg_sq', 'max_exp_avg_sq'),
+    'Adagrad': ('sum',),
+    'Adadelta': ('square_avg', 'acc_delta'),
+    'RMSprop': ('square_avg',),
+    'Adamax': ('exp_inf',),
+    'Nadam': ('exp_avg_sq', 'mu_product'),
+    'RAdam': ('exp_avg_sq',),
+    'Rprop': ('step_factor',),
+    'Adafactor': ('variance',),
+    'Lamb': ('0.nu',),
+    'Yogi': ('nu',),
+    'AdaBelief': ('nu',),
+    'SM3': ('mu',),
+    'Novograd': ('nu',),
+    'Muon': ('inner_states.adam.inner_state.nu',),
+    '_ScheduleFree': ('weight_sum', 'max_lr'),
+    'ScheduleFreeAdamW': ('weight_sum', 'max_lr', 'base_state.0.nu'),
+    'Prodigy': ('exp_avg_sq', 'estim_lr'),
+    'ADOPT': ('nu',),
+    'Adan': ('exp_avg_sq',),
+    'NAdamW': ('nu',),
+}
+#: Optimizer class name -> (the static hyper-parameter that may hold a stateopt optimizer, the
+#: prefix of that optimizer's slots in the group's state): its never-negative slots count too.
+_INNER_OPTIMIZER_SLOTS: dict[str, tuple[str, str]] = {'Lookahead': ('base_optimizer', 'fast_state.')}
+
+
+def _declared(table: dict, optimizer: type) -> Any:
+    """The entry of ``optimizer``'s nearest class (itself or a base) in ``table``, or None."""
+    return next((table[cls.__name__] for cls in optimizer.__mro__ if cls.__name__ in table), None)
+
+
+def _never_negative_slots(optimizer: type, group: ParamGroup) -> tuple[str, ...]:
+    """The slots of ``group``'s state that no run of ``optimizer`` makes negative."""
+    names = _declared(_NEVER_NEGATIVE_SLOTS, optimizer) or ()
+    inner = _declared(_INNER_OPTIMIZER_SLOTS, optimizer)
+    if inner is not None and isinstance(group._static.get(inner[0]), OptaxOptimizer):
+        base = group._static[inner[0]]
+        names += tuple(inner[1] + name for name in _never_negative_slots(type(base), base._groups[0]))
+    return names
+
+
+def _covers(names: tuple[str, ...], slot: str) -> bool:
+    return any(slot == name or slot.startswith(name + '.') for name in names)
+
+
+def _checked_per_group(name: str, saved: Any, count: int, what: str) -> list | tuple:
+    """``saved``, a state dict's list with one entry per param group, or an error naming ``name``."""
+    if not isinstance(saved, (list, tuple)):
+        raise ValueError(f'{name} must be a list of {count} {what}, one per param group, got '
+                         f'{_received(saved)}')
+    if len(saved) != count:
+        raise ValueError(f'{name} holds {len(saved)} entries, but this optimizer has {count} param '
+                         f'groups; add the same groups (add_param_group) before loading')
+    return saved
+
+
+def _received(value: Any) -> str:
+    """A value found in a state dict, as errors describe it: ``a float32 array of shape (3,)``."""
+    if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+        return f'a {getattr(value.dtype, "name", value.dtype)} array of shape {tuple(np.shape(value))}'
+    if isinstance(value, Mapping):
+        return f'a dict of {len(value)} entries'
+    if isinstance(value, (list, tuple)):
+        return f'a {type(value).__name__} of {len(value)} items'
+    return 'None' if value is None else f'the {type(value).__name__} {value!r}'
+
+
+def _plain_string(value: Any) -> str | None:
+    """``value`` as a str if it is one (a 0-d numpy string array included), else None."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == 'U':
+        return str(value)
+    return None
+
+
+def _param_names(value: Any) -> list[str] | None:
+    """A saved group's ``params``: a list of parameter names, or None if it is something else."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    names = [_plain_string(name) for name in value]
+    return None if None in names else names
+
+
+def _same_static(saved: Any, current: Any) -> bool:
+    """Whether a saved static hyper-parameter (flag, string, number, None or tuple) is ``current``."""
+    if isinstance(current, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(current) and \
+            all(map(_same_static, saved, current))
+    if isinstance(saved, (np.ndarray, np.generic, jax.Array)):
+        if np.shape(saved) != ():
+            return False
+        saved = np.asarray(saved).item()
+    return isinstance(saved, bool) == isinstance(current, bool) and type(saved == current) is bool \
+        and saved == current
+
+
+def _checked_slot_dicts(saved_state: Any, names: tuple) -> Mapping:
+    """A saved ``state``: a dict ``{param name: {slot: array}}`` over this optimizer's parameters."""
+    if not isinstance(saved_state, Mapping):
+        raise ValueError(f'state must be a dict {{param name: {{slot: array}}}}, got '
+                         f'{_received(saved_state)}')
+    known = set(names)
+    unknown = sorted((key for key in saved_state if key not in known), key=repr)
+    if unknown:
+        shown = ', '.join(map(repr, names[:8])) + (f', ... ({len(names)} in all)' if len(names) > 8 else '')
+        raise StateDictKeyError(f'{", ".join(f"state[{key!r}]" for key in unknown)}: this optimizer has no '
+                                f'parameter of that name; its parameters are {shown or "none"}')
+    for key, slots in saved_state.items():
+        if not isinstance(slots, Mapping):
+            raise ValueError(f'state[{key!r}] must be a dict {{slot: array}}, got {_received(slots)}')
+    return saved_state
+
+
 def _checked_array(where: str, value: Any, like: Any) -> jax.Array:
-    """``value`` as a jax array with ``like``'s shape and dtype, or a ValueError naming ``where``."""
-    if value is None or not hasattr(value, 'shape') and not isinstance(value, (int, float, bool)):
-        raise ValueError(f'{where} must be an array, got {type(value).__name__}')
-    array = np.asarray(value) if not isinstance(value, jax.Array) else value
-    if tuple(np.shape(array)) != tuple(np.shape(like)):
-        raise ValueError(f'{where} has shape {tuple(np.shape(array))}, expected {tuple(np.shape(like))}')
-    dtype = jnp.result_type(like)
-    if isinstance(value, (int, float, bool)):
-        array = np.asarray(value, dtype=dtype)
-    if np.dtype(array.dtype) != np.dtype(dtype):
-        raise ValueError(f'{where} has dtype {array.dtype}, expected {dtype}')
-    return jnp.asarray(array, dtype=dtype)
+    """``value`` as a jax array with ``like``'s shape and dtype, or a ValueError naming ``where``.
+
+    An array must have ``like``'s dtype, except that integers may come in any integer
+    dtype whose range holds them (a count saved as int32 loads into an int64 one). A
+    Python number is taken exactly: a bool for a bool array, an int for an integer or
+    floating one, a float for a floating one (never truncated to an integer).
+    """
+    dtype, shape = np.dtype(jnp.result_type(like)), tuple(np.shape(like))
+    expected = f'{"an" if dtype.name[0] in "aeiou" else "a"} {dtype.name} array of shape {shape}'
+    integer = jnp.issubdtype(dtype, jnp.integer)
+    if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+        if tuple(np.shape(value)) != shape:
+            raise ValueError(f'{where} has shape {tuple(np.shape(value))}, expected {expected}')
+        got = np.dtype(value.dtype)
+        if got != dtype and not (integer and jnp.issubdtype(got, jnp.integer)):
+            raise ValueError(f'{where} has dtype {got.name}, expected {expected}')
+        numbers = _on_host(value) if got != dtype else None
+        if numbers is not None and numbers.size:
+            info, low, high = np.iinfo(dtype), int(numbers.min()), int(numbers.max())
+            if low < info.min or high > info.max:
+                raise ValueError(f'{where} holds values from {low} to {high}, outside the range of '
+                                 f'{dtype.name} ({info.min} to {info.max})')
+        return jnp.asarray(value, dtype=dtype)
+    if isinstance(value, bool):
+        fits = dtype == np.bool_
+    elif isinstance(value, int):
+        fits = integer or jnp.issubdtype(dtype, jnp.inexact)
+        if integer and fits and not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+            raise ValueError(f'{where} is {value}, outside the range of {dtype.name} '
+                             f'({np.iinfo(dtype).min} to {np.iinfo(dtype).max})')
+    elif isinstance(value, float):
+        fits = jnp.issubdtype(dtype, jnp.inexact)
+    else:
+        fits = False
+    if not fits or shape != ():
+        raise ValueError(f'{where} must be {expected}, got {_received(value)}')
+    return jnp.asarray(value, dtype=dtype)
+
+
+def _on_host(value: Any) -> np.ndarray | None:
+    """The numbers of an array as numpy, or None where they cannot be read here: traced, or
+    spread over several processes. Checks run on the host, which compiles nothing."""
+    if is_traced(value) or (isinstance(value, jax.Array) and not value.is_fully_addressable):
+        return None
+    return np.asarray(value)
+
+
+def _checked_slot(where: str, value: Any, like: Any, never_negative: str | None) -> jax.Array:
+    """An optimizer-state array (a count or a slot), refusing values no run produces.
+
+    Integer state is counts, never negative; floating state is finite, and ``>= 0``
+    where ``never_negative`` gives the reason. (The numbers of an array spread over
+    several processes are not checked.)
+    """
+    array = _checked_array(where, value, like)
+    numbers = _on_host(value if hasattr(value, 'dtype') else array)
+    if numbers is None or not numbers.size:
+        return array
+    if np.issubdtype(array.dtype, np.signedinteger):
+        never_negative = never_negative or 'it is a count'
+    elif jnp.issubdtype(array.dtype, jnp.inexact):
+        _refuse_where(where, numbers, ~np.isfinite(numbers), 'must be finite',
+                      'the state dict is damaged, or was saved after the run diverged')
+    if never_negative:
+        _refuse_where(where, numbers, numbers < 0, f'must be >= 0 ({never_negative})',
+                      'the state dict is damaged')
+    return array
+
+
+def _refuse_where(where: str, numbers: np.ndarray, bad: np.ndarray, rule: str, cause: str) -> None:
+    """Raise a ValueError naming the first element of ``numbers`` where ``bad`` holds, if any."""
+    if not bad.any():
+        return
+    first = np.unravel_index(int(np.argmax(bad)), numbers.shape)
+    at = f' at index {tuple(map(int, first))}' if numbers.ndim else ''
+    raise ValueError(f'{where} {rule}, but holds {numbers[first]}{at}; {cause}')
 
 
 def _scalar(where: str, value: Any) -> Any:
     if is_traced(value):
         return value
     if not _hyper._is_real_scalar(value) or isinstance(value, bool):
-        raise ValueError(f'{where} must be a number, got {value!r}')
+        raise ValueError(f'{where} must be a number, got {_received(value)}')
     return float(np.asarray(value))

@@ -311,6 +311,7 @@ class _EvaluatesLoss(OptaxOptimizer):
         -------
         The closure's loss at the params before the step, or ``None``.
         """
+        grads, closure = self._closure_first(grads, closure)
         if closure is None and value_fn is None:
             if self._needs_objective():
                 raise ValueError(f'{type(self).__name__} needs the loss here: pass value_fn=(a '

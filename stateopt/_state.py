@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+import copy
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import brainstate
 import jax
+import numpy as np
 
 __all__ = ['OptimState', 'UniqueStateManager', 'param_name']
 
 KeyPath = tuple[Hashable, ...]
+
+
+class ReadableKeyError(KeyError):
+    """A ``KeyError`` whose message reads as written.
+
+    A plain ``KeyError`` shows its message in quotes (``str(KeyError('m'))`` is
+    ``"'m'"``); this one shows the sentence. stateopt raises it for missing or
+    unknown keys (of grads, param groups, registries and state dicts).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class OptimState(brainstate.LongTermState):
@@ -24,14 +38,21 @@ class OptimState(brainstate.LongTermState):
     optimizer's in-place (donating) steps copy that value's arrays instead of reusing
     their buffers, and no array a caller holds becomes invalid.
 
+    A State holding one number (a step count, a scheduler's ``last_epoch``) prints
+    that number and converts with ``int()``, ``float()`` and as an index when it is
+    concrete; inside ``jit`` its value is traced, and the conversions raise
+    ``TypeError``.
+
     Examples
     --------
     >>> import jax.numpy as jnp
     >>> import stateopt
     >>> count = stateopt.OptimState(jnp.zeros((), jnp.int32))
     >>> count.value = count.value + 1
-    >>> int(count.value)
+    >>> int(count)
     1
+    >>> count
+    OptimState(value=1)
     """
 
     __module__ = 'stateopt'
@@ -41,6 +62,44 @@ class OptimState(brainstate.LongTermState):
     def _read_value(self):
         vars(self)['_exposed'] = True
         return super()._read_value()
+
+    def __repr__(self) -> str:
+        value = vars(self).get('_value')
+        if _is_concrete_scalar(value):     # a counter shows its number
+            return f'{type(self).__name__}(value={np.asarray(value).item()!r})'
+        return super().__repr__()
+
+    def __pretty_repr_item__(self, key, value):
+        if key in ('_exposed', '_leaves'):    # the donation layer's bookkeeping
+            return None
+        return super().__pretty_repr_item__(key, value)
+
+    def _scalar(self, kind: str) -> Any:
+        value = self.value
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError(f'{kind}() of an OptimState whose value is traced (inside jit): its number '
+                            f'is known only when the compiled function runs; use .value as an array there')
+        if not _is_concrete_scalar(value):
+            raise TypeError(f'{kind}() needs an OptimState holding one number; this one holds '
+                            f'{jax.tree.map(np.shape, value)!r}')
+        return np.asarray(value).item()
+
+    def __int__(self) -> int:
+        return int(self._scalar('int'))
+
+    def __float__(self) -> float:
+        return float(self._scalar('float'))
+
+    def __index__(self) -> int:
+        number = self._scalar('index')
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise TypeError(f'an OptimState holding {number!r} is not an integer; use int() or float()')
+        return number
+
+
+def _is_concrete_scalar(value: Any) -> bool:
+    return isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.ndim(value) == 0 \
+        and not isinstance(value, jax.core.Tracer)
 
 
 def _path_entry(entry: Any) -> Hashable:
@@ -143,6 +202,7 @@ class UniqueStateManager:
         self._by_name: dict[str, int] = {}
         self._prefixes: set[KeyPath] = set()  # proper prefixes of registered paths
         self._key_types: dict[KeyPath, type] = {}  # prefix -> type of the keys below it
+        self._aliases: dict[KeyPath, int] = {}      # further keys of registered States
         if states is not None:
             self.merge_with(states)
 
@@ -161,7 +221,7 @@ class UniqueStateManager:
             name = param_name(path)
             clash = self._by_path.get(path)
             if clash is not None or path in paths:
-                raise KeyError(
+                raise ReadableKeyError(
                     f'two different States are registered under the key {_show(path)}; '
                     f'register them under distinct keys (for example from a common parent '
                     f'module) so that neither is dropped'
@@ -170,22 +230,22 @@ class UniqueStateManager:
                 path[:cut] in self._by_path or path[:cut] in paths for cut in range(1, len(path))
             )
             if nested:
-                raise KeyError(
+                raise ReadableKeyError(
                     f'the key {_show(path)} and another registered key are nested in each '
                     f'other, so one State would hide the other; register them under sibling keys'
                 )
             for cut in range(len(path)):
                 level_type = self._key_types.get(path[:cut], type(path[cut]))
                 if level_type is not type(path[cut]):
-                    raise KeyError(
-                        f'the key {_show(path)} puts a {type(path[cut]).__name__} key beside '
-                        f'{level_type.__name__} keys, which JAX cannot order in one dict; use keys '
+                    raise ReadableKeyError(
+                        f'the key {_show(path)} puts a key of type {type(path[cut]).__name__} beside '
+                        f'keys of type {level_type.__name__}, which JAX cannot order in one dict; use keys '
                         f'of one type per level (for example tuple keys, as model.states() gives)'
                     )
             other = self._by_name.get(name)
             other_path = self._paths[other] if other is not None else names.get(name)
             if other_path is not None:
-                raise KeyError(
+                raise ReadableKeyError(
                     f'the keys {_show(other_path)} and {_show(path)} both name the parameter '
                     f'{name!r}; rename one so that state dicts and checkpoints can tell them apart'
                 )
@@ -204,10 +264,30 @@ class UniqueStateManager:
         new = self.plan_merge(states)
         for path, state in new:
             self._add(path, state)
+        self.note_aliases(states)
         return new
+
+    def note_aliases(self, states: Any) -> None:
+        """Remember the further keys under which ``states`` reach registered States.
+
+        A State reachable under two keys (tied weights: ``{'a': s, 'b': s}``) is
+        registered once, under the first; brainstate's ``grad`` gives it its whole
+        gradient under each key, so the other keys are accepted in ``grads`` and
+        their gradient is not applied a second time (see :attr:`aliases`). A key that
+        a registered State or another key's nesting already uses is not noted.
+        """
+        for path, state in flatten_states(states):
+            position = self._index.get(id(state))
+            if position is None or path in self._by_path or path in self._prefixes or any(
+                    path[:cut] in self._by_path for cut in range(1, len(path))):
+                continue
+            self._aliases.setdefault(path, position)
 
     def _add(self, path: KeyPath, state: brainstate.State) -> None:
         position = len(self._states)
+        if self._aliases:   # a registered key is no longer free to be an alias, nor nested with one
+            self._aliases = {alias: at for alias, at in self._aliases.items()
+                             if alias[:len(path)] != path and path[:len(alias)] != alias}
         self._paths.append(path)
         self._states.append(state)
         self._index[id(state)] = position
@@ -216,6 +296,14 @@ class UniqueStateManager:
         self._prefixes.update(path[:cut] for cut in range(1, len(path)))
         for cut in range(len(path)):
             self._key_types.setdefault(path[:cut], type(path[cut]))
+
+    def _truncate(self, count: int) -> None:
+        """Forget every State registered after the first ``count`` (undo a failed registration)."""
+        pairs, aliases = list(zip(self._paths, self._states))[:count], self._aliases
+        self.__init__()
+        for path, state in pairs:
+            self._add(path, state)
+        self._aliases = {alias: at for alias, at in aliases.items() if at < count}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -237,6 +325,11 @@ class UniqueStateManager:
         return tuple(self._states)
 
     @property
+    def aliases(self) -> dict[KeyPath, int]:
+        """``{key path: position}`` of the further keys of registered States (tied weights)."""
+        return dict(self._aliases)
+
+    @property
     def names(self) -> tuple[str, ...]:
         """The :func:`param_name` of every registered State."""
         return tuple(param_name(path) for path in self._paths)
@@ -256,6 +349,50 @@ class UniqueStateManager:
     def to_pytree_value(self) -> dict:
         """Like :meth:`to_pytree`, with each State replaced by its value."""
         return unflatten(self._paths, [state.value for state in self._states])
+
+
+def deepcopy_owning_states(obj: Any, memo: dict, caches: tuple[str, ...] = ()) -> Any:
+    """``copy.deepcopy(obj)`` for an object that holds brainstate States.
+
+    Every State reachable from ``obj`` (through containers and stateopt objects) is
+    copied as a State of its own with copied arrays, so the copy shares no State
+    and no buffer with the original; attributes named in ``caches`` start empty.
+    brainstate States cannot be deep-copied by pickling (they keep tracebacks).
+    """
+    for state in _reachable_states(obj):
+        if id(state) not in memo:
+            twin = state.copy()
+            vars(twin)['_value'] = jax.tree.map(_copied, vars(state)['_value'])
+            vars(twin).pop('_leaves', None)
+            memo[id(state)] = twin
+    twin = object.__new__(type(obj))
+    memo[id(obj)] = twin
+    for name, value in vars(obj).items():
+        vars(twin)[name] = None if name in caches else copy.deepcopy(value, memo)
+    return twin
+
+
+def _copied(leaf: Any) -> Any:
+    return leaf.copy() if isinstance(leaf, (jax.Array, np.ndarray)) else copy.deepcopy(leaf)
+
+
+def _reachable_states(root: Any) -> list:
+    """The brainstate States reachable from ``root`` through containers and stateopt objects."""
+    found, seen, stack = [], set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, brainstate.State):
+            found.append(node)
+        elif type(node).__module__.startswith('stateopt') and hasattr(node, '__dict__'):
+            stack.extend(vars(node).values())
+        elif isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend(node)
+    return found
 
 
 def unflatten(paths: list[KeyPath] | tuple[KeyPath, ...], leaves: list | tuple) -> dict:

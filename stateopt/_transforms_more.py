@@ -89,7 +89,7 @@ def scale_by_lookahead(
 
     def update_fn(updates, state, params, **extra_args):
         direction, fast_state = fast.update(updates, state.fast_state, params, **extra_args)
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         sync = count % sync_period == 0
 
         def new_param(p, d, s):
@@ -157,7 +157,8 @@ def scale_by_schedule_free(
             return (1 - b1 + b1 * c) * (z - z_next) + c * (y - z)
 
         step = jax.tree.map(moved, params, state.z, new_z)
-        return step, ScheduleFreeState(state.count + 1, weight_sum, max_lr, new_z, base_state)
+        count = optax.safe_increment(state.count)
+        return step, ScheduleFreeState(count, weight_sum, max_lr, new_z, base_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -280,7 +281,7 @@ def scale_by_adan(b1: Any, b2: Any, b3: Any, eps: Any) -> optax.GradientTransfor
 
     def update_fn(updates, state, params=None):
         del params
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         first = state.count == 0
         diff = jax.tree.map(lambda g, prev: jnp.where(first, 0, g - prev), updates, state.prev_grad)
         exp_avg = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.exp_avg, updates)

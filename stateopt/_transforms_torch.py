@@ -87,7 +87,7 @@ def scale_by_torch_adagrad(
 
     def update_fn(updates, state, params=None):
         del params
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         decay = 1 + state.count.astype(jnp.float32) * lr_decay
         accumulator = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
         direction = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps) / decay, updates, accumulator)
@@ -226,7 +226,7 @@ def scale_by_torch_adamax(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> op
 
     def update_fn(updates, state, params=None):
         del params
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         exp_avg = jax.tree.map(lambda m, g: _lerp(m, g, 1 - b1), state.exp_avg, updates)
         exp_inf = jax.tree.map(lambda u, g: jnp.maximum(u * b2, jnp.abs(g) + eps), state.exp_inf, updates)
         bias1 = one_minus_power(b1, count.astype(jnp.float32))
@@ -276,7 +276,7 @@ def scale_by_torch_nadam(
     def update_fn(updates, state, params=None):
         del params
         beta1, beta2 = _f32(b1), _f32(b2)
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         step = count.astype(jnp.float32)
         log_decay = jnp.log(_f32(0.96)) * momentum_decay
         mu = beta1 * (1 - 0.5 * jnp.exp(step * log_decay))
@@ -365,7 +365,7 @@ def scale_by_torch_radam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> opt
     def update_fn(updates, state, params=None):
         del params
         beta1, beta2 = _f32(b1), _f32(b2)
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         step = count.astype(jnp.float32)
         exp_avg = jax.tree.map(lambda m, g: _lerp(m, g, 1 - beta1), state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(lambda v, g: v * beta2 + (1 - beta2) * g * g, state.exp_avg_sq, updates)
@@ -511,7 +511,7 @@ def scale_by_torch_adafactor(
         return TorchAdafactorState(jnp.zeros([], jnp.int32), jax.tree.map(variance_of, params), exp_avg)
 
     def update_fn(updates, state, params):
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         step_number = count.astype(jnp.float32)
         complement = jnp.exp(-_f32(decay_rate) * jnp.log(step_number))
         relative_step = jnp.minimum(_f32(lr), jax.lax.rsqrt(step_number))
