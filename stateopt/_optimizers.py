@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from ._hyper import Hyper, betas, flag, non_negative, positive, unit_interval
 from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, ParamGroup
 from ._transforms import scale_by_torch_adam, scale_by_torch_sgd
@@ -23,7 +26,10 @@ class SGD(OptaxOptimizer):
         b_1 = g_1 ;  b_t = momentum * b_{t-1} + (1 - dampening) * g_t
         p  -= lr * (g_t + momentum * b_t  if nesterov  else  b_t)
 
-    and ``p -= lr * g`` when ``momentum == 0`` (torch.optim.SGD).
+    and ``p -= lr * g`` at a step with ``momentum == 0`` (torch.optim.SGD). A group
+    created with ``momentum=0`` keeps no momentum buffer, unless an attached scheduler
+    cycles the momentum (OneCycleLR, CyclicLR): then it has one, started, as torch's,
+    at the first step with ``momentum != 0``.
 
     Examples
     --------
@@ -64,6 +70,34 @@ class SGD(OptaxOptimizer):
         if name == 'momentum' and value != 0 and state.momentum_buffer is None:
             raise ValueError(f'param group {group.index} was created with momentum=0 and keeps no '
                              f'momentum buffer; create the group with momentum > 0 to vary it')
+
+    def _momentum_cycled(self) -> bool:
+        return getattr(self._scheduler, '_momentum_key', None) == 'momentum'
+
+    def _init_group_state(self, group: ParamGroup, values: dict) -> Any:
+        """torch's SGD state, with a momentum buffer whenever the scheduler cycles the momentum."""
+        state = super()._init_group_state(group, values)
+        if state.momentum_buffer is None and self._momentum_cycled():
+            state = state._replace(momentum_buffer=jax.tree.map(jnp.zeros_like, values))
+        return state
+
+    def _add_momentum_buffers(self) -> None:
+        """Give every group a momentum buffer: the attached scheduler now cycles the momentum.
+
+        Called by the scheduler when it attaches. A new buffer has not been used yet
+        (count 0), so its first step with momentum != 0 sets it to the gradient, as
+        torch's does.
+        """
+        names, states = self._registry.names, self._registry.states
+        groups = []
+        for group, state in zip(self._groups, _RAW(self.opt_state)):
+            if state.momentum_buffer is None:
+                values = {names[i]: _RAW(states[i]) for i in group._positions}
+                state = state._replace(count=jnp.zeros_like(state.count),
+                                       momentum_buffer=jax.tree.map(jnp.zeros_like, values))
+            groups.append(state)
+        self.opt_state.value = tuple(groups)
+        self._invalidate()
 
     @classmethod
     def _algorithm(cls, hp):

@@ -17,17 +17,20 @@ initial step). Schedulers with other counters also override ``_fresh`` and
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from ._hyper import check_number, is_traced
-from ._optimizer import _checked_array, _to_python
+from ._hyper import check_number, inside_jax_transform, is_traced
+from ._optimizer import OptaxOptimizer, StateDictKeyError, _checked_array, _received, _to_python
 from ._state import OptimState
 
 __all__ = [
@@ -105,6 +108,46 @@ def _group_values(groups: Sequence, momentum_key: str | None) -> dict:
     return {'lr': tuple(group['lr'] for group in groups), 'momentum': momenta}
 
 
+def _check_lengths(owner: str, lengths: Mapping[str, int]) -> None:
+    """Refuse per-group lists of different lengths: each gives one value per param group."""
+    if len(set(lengths.values())) > 1:
+        shown = ' and '.join(f'{name} has {count}' for name, count in lengths.items())
+        raise ValueError(f'{owner}: {shown} values; a list gives one value per param group, so the '
+                         f'lists must have the same length (or give a single value for all groups)')
+
+
+def _check_optimizer(value: Any, what: str) -> None:
+    if not isinstance(value, OptaxOptimizer):
+        raise TypeError(f'{what} expects a stateopt optimizer (such as stateopt.SGD(...) or '
+                        f'stateopt.AdamW(...)), got {type(value).__name__}: {value!r}')
+
+
+def _torch_form(init: Callable) -> Callable:
+    """``init``, also accepting torch's form with the optimizer first: ``StepLR(optimizer, 30)``.
+
+    In that form the other arguments follow torch's signature, the scheduler takes each
+    group's base lr from the optimizer (torch's ``initial_lr``) and attaches to it, as
+    ``OptimizerClass(lr=scheduler)`` would.
+    """
+
+    @functools.wraps(init)
+    def init_or_torch_form(self: LRScheduler, *args: Any, **kwargs: Any) -> None:
+        if args and (isinstance(args[0], OptaxOptimizer) or hasattr(args[0], 'param_groups')):
+            optimizer, args = args[0], args[1:]
+        elif 'optimizer' in kwargs:
+            optimizer = kwargs.pop('optimizer')
+        else:
+            if '_base_lr_given' not in vars(self):  # the outermost constructor records it
+                self._base_lr_given = bool(args) or 'base_lr' in kwargs
+            init(self, *args, **kwargs)
+            return
+        self._base_lr_given = False
+        init(self, **type(self)._torch_arguments(optimizer, args, kwargs))
+        self._attach_torch_form(optimizer)
+
+    return init_or_torch_form
+
+
 # -- the base -------------------------------------------------------------------------------------
 
 class LRScheduler:
@@ -116,13 +159,22 @@ class LRScheduler:
     the schedule from its own ``b_g``, inside or outside ``jit``, and the optimizer's
     ``state_dict`` carries the scheduler's.
 
+    Every scheduler also takes torch's form, the optimizer first:
+    ``StepLR(opt, 30)``, ``ReduceLROnPlateau(opt, 'min')``,
+    ``SequentialLR(opt, [first, second], milestones=[5])`` (with schedulers built
+    without the optimizer) or ``ChainedScheduler([first, second], opt)``. The other
+    arguments then follow torch's signature, every group's base lr is its lr in the
+    optimizer (torch's ``initial_lr``), and the scheduler attaches as ``lr=scheduler``
+    would.
+
     Parameters
     ----------
     base_lr : float or list of float
         Group 0's base lr. A list gives one lr per group to a scheduler used on its
         own; attached, each group takes its ``lr`` from ``add_param_group``.
     last_epoch : int
-        Start as if stepped this many times.
+        Start as if stepped this many times (torch's fresh start, ``last_epoch=-1``,
+        is 0 here).
 
     Examples
     --------
@@ -137,6 +189,13 @@ class LRScheduler:
     [0.05, 0.01]
     >>> round(float(sched(4)), 6)  # as an optax schedule: group 0's lr at step 4
     0.025
+    >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights(
+    ...     {'w': brainstate.ParamState(jnp.zeros(2))})
+    >>> sched = stateopt.StepLR(opt, 2, 0.5)  # torch's form
+    >>> for _ in range(2):
+    ...     sched.step()
+    >>> opt.lr_scheduler is sched, [round(lr, 6) for lr in opt.get_last_lr()]
+    (True, [0.05])
     """
 
     __module__ = 'stateopt'
@@ -144,10 +203,89 @@ class LRScheduler:
     _absolute = False
     #: The counters besides ``last_epoch``, each an OptimState attribute.
     _extra_counters: tuple[str, ...] = ()
+    #: torch's parameters after the optimizer, in order, where they differ from this class's own.
+    _torch_params: tuple[str, ...] | None = None
+    #: The per-group list parameters given as lists: ``{name: number of values}``.
+    _listed: dict[str, int] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if '__init__' in vars(cls):
+            cls.__init__ = _torch_form(cls.__init__)
+
+    @_torch_form
     def __init__(self, base_lr: LRs = 1e-3, last_epoch: int = 0):
         self._base_list = _per_group('base_lr', base_lr, low=0.0)
+        lengths = dict(self._listed)
+        if not self._absolute and len(self._base_list) > 1:
+            lengths['base_lr'] = len(self._base_list)
+        _check_lengths(type(self).__name__, lengths)
+        if isinstance(last_epoch, int) and last_epoch == -1:
+            raise ValueError(f'last_epoch=-1 is torch\'s fresh start; here a fresh scheduler has '
+                             f'last_epoch=0 (the default). In torch\'s form, '
+                             f'{type(self).__name__}(optimizer, ...), last_epoch=-1 is accepted')
         self._setup_states(_int('last_epoch', last_epoch, 0))
+
+    def _per_group_param(self, name: str, value: Any, **bounds: Any) -> tuple:
+        """``_per_group``, recording a list's length (checked against the param groups)."""
+        values = _per_group(name, value, **bounds)
+        if isinstance(value, (list, tuple)):
+            self._listed = {**self._listed, name: len(values)}
+        return values
+
+    # -- torch's form -----------------------------------------------------------------------------
+    @classmethod
+    def _base_from_groups(cls) -> bool:
+        """Whether torch's form takes ``base_lr`` from the optimizer's groups."""
+        return not cls._absolute and 'base_lr' in inspect.signature(cls.__init__).parameters
+
+    @classmethod
+    def _torch_arguments(cls, optimizer: Any, args: tuple, kwargs: dict) -> dict:
+        """The keyword arguments of torch's ``cls(optimizer, *args, **kwargs)``."""
+        name = cls.__name__
+        _check_optimizer(optimizer, f'{name}(optimizer, ...)')
+        names = cls._torch_params
+        if names is None:
+            own = list(inspect.signature(cls.__init__).parameters.values())[1:]
+            names = tuple(p.name for p in own if p.kind is p.POSITIONAL_OR_KEYWORD
+                          and not (p.name == 'base_lr' and cls._base_from_groups()))
+        if len(args) > len(names):
+            raise TypeError(f'{name}(optimizer, ...) takes at most {len(names)} positional arguments '
+                            f'after the optimizer ({", ".join(names)}), got {len(args)}')
+        arguments = dict(zip(names, args))
+        for key in kwargs:
+            if key in arguments:
+                raise TypeError(f'{name}(optimizer, ...) got multiple values for argument {key!r}')
+        arguments.update(kwargs)
+        last_epoch = arguments.pop('last_epoch', -1)
+        if last_epoch != -1:
+            raise ValueError(f'{name}(optimizer, ..., last_epoch={last_epoch!r}): in torch\'s form only '
+                             f'last_epoch=-1 (a fresh start) is accepted; to resume, load the saved state '
+                             f'with load_state_dict (the scheduler\'s or the optimizer\'s)')
+        if cls._base_from_groups():
+            if 'base_lr' in arguments:
+                raise ValueError(f'{name}(optimizer, ..., base_lr=...): in torch\'s form each group\'s base '
+                                 f'lr is its lr in the optimizer; drop base_lr, or write '
+                                 f'{name}(base_lr=..., ...) and pass it as the optimizer\'s lr=')
+            arguments['base_lr'] = optimizer.param_groups[0].initial_lr
+        return arguments
+
+    def _attach_torch_form(self, optimizer: Any) -> None:
+        """Attach to ``optimizer`` after construction in torch's form."""
+        self.attach_optimizer(optimizer)
+
+    def _given_base(self) -> tuple | None:
+        """The base lrs given to the constructor, or ``None`` (not given, or not used)."""
+        return self._base_list if self._base_lr_given and not self._absolute else None
+
+    def _rebase(self, lr: float) -> None:
+        """Take ``lr`` as group 0's base lr (a composite's child, in torch's form)."""
+        if not self._absolute:
+            self._base_list = (lr,)
+
+    def _tree(self) -> Iterator[LRScheduler]:
+        """This scheduler and, for composites, every scheduler inside it."""
+        yield self
 
     def _setup_states(self, start: int) -> None:
         """Create the counter, base and lr States at epoch ``start``."""
@@ -197,7 +335,7 @@ class LRScheduler:
         """One step: ``(counters, {'lr': lrs, 'momentum': momenta})`` after it, purely."""
         del metric
         if epoch is None:
-            epoch = state['last_epoch'] + 1
+            epoch = optax.safe_increment(state['last_epoch'])
             lrs = tuple(self._recursive(lr, base, epoch, g)
                         for lr, base, g in zip(values['lr'], bases, groups))
         else:
@@ -273,18 +411,21 @@ class LRScheduler:
 
     def _run(self, epoch: Any, metric: Any) -> None:
         """Step the whole scheduler: traced inline under a brainstate trace, else compiled."""
+        if self.optimizer is not None:
+            self._check_group_lists(len(self.optimizer.param_groups))
         state, values, bases = self._state(), self._read_values(), self._bases.value
         groups = tuple(range(len(bases)))
-        if is_traced((state, values, bases, epoch, metric)):
+        if is_traced((state, values, bases)):      # the States are traced: a brainstate transform
             state, values = self._advance(state, values, bases, groups, epoch, metric)
         else:
+            if inside_jax_transform(epoch, metric):
+                raise brainstate.TraceContextError(
+                    f'{type(self).__name__}.step was called inside a raw JAX transform (jax.jit, '
+                    f'jax.vmap, jax.grad, ...), which cannot carry State updates out; nothing was '
+                    f'changed. Use brainstate.transform.jit (or stateopt.donating_jit) instead')
             if self._compiled is None:
                 self._compiled = jax.jit(self._advance, static_argnums=(3,))
             state, values = self._compiled(state, values, bases, groups, epoch, metric)
-            if is_traced(state):
-                raise brainstate.TraceContextError(
-                    f'{type(self).__name__}.step was called inside jax.jit (or another raw JAX '
-                    f'transform), which cannot carry State updates; use brainstate.transform.jit')
         self._write_state(state)
         self._write_values(values)
 
@@ -325,34 +466,55 @@ class LRScheduler:
         group's base lr; group 0 continues from this scheduler's own lr. Afterwards
         the groups' lr States are the only copy of the lrs.
 
+        A per-group list (``max_lr=[...]``, ``min_lr=[...]``, ...) must have one value
+        per group. While the optimizer has no parameters yet (``OptimizerClass(lr=
+        scheduler)``) it may have more, for the groups still to be added; stepping
+        checks that they all were.
+
         Raises
         ------
+        TypeError
+            ``optimizer`` is not a stateopt optimizer.
         ValueError
-            The scheduler is attached elsewhere, the optimizer has another scheduler,
-            ``base_lr`` is a list (give each group its ``lr`` instead), or a group
+            The scheduler is attached elsewhere, the optimizer has another scheduler or a
+            group with its own lr schedule, ``base_lr`` is a list (give each group its
+            ``lr`` instead), a per-group list does not match the groups, or a group
             cannot vary the momentum this scheduler cycles. Nothing changes.
         """
+        _check_optimizer(optimizer, f'{type(self).__name__}.attach_optimizer')
         self._require_root('attach')
         if self.optimizer is optimizer:
             return
         if self.optimizer is not None:
             raise ValueError(f'this {type(self).__name__} is already attached to another optimizer')
-        if getattr(optimizer, '_scheduler', None) not in (None, self):
-            raise ValueError('the optimizer already has an lr scheduler')
+        if optimizer._scheduler not in (None, self):
+            raise ValueError(
+                f'the optimizer is already driven by a {type(optimizer._scheduler).__name__}, and an '
+                f'optimizer has one lr scheduler. To combine schedulers, build them without the optimizer '
+                f'and give it to the composite: SequentialLR(optimizer, [first, second, ...], '
+                f'milestones=[...]) or ChainedScheduler([first, second, ...], optimizer)')
         if not self._absolute and len(self._base_list) > 1:
             raise ValueError(
                 f'base_lr={list(self._base_list)} gives one lr per group, but an attached scheduler '
                 f'takes each group\'s base lr from the group: pass base_lr={self._base_list[0]} and '
                 f'add_param_group(states, lr=...) for the others')
+        groups = optimizer.param_groups
+        for group in groups:
+            if group._lr_schedule is not None:
+                raise ValueError(
+                    f'param group {group.index} has its own lr schedule (lr={group._lr_schedule!r}), which a '
+                    f'scheduler cannot drive; give the optimizer a number lr (torch\'s form takes it as the '
+                    f'base lr), or pass the scheduler as its lr=')
+        self._check_group_lists(len(groups), pending=not any(group.names for group in groups))
         key = None
         if self._cycles_momentum:
             hyperparams = optimizer._hyperparams
             key = 'betas' if 'betas' in hyperparams else 'momentum' if 'momentum' in hyperparams else None
-        groups = optimizer.param_groups
         bases = tuple(_f32(self._group_base(g, self.base_lr if g == 0 else group.initial_lr))
                       for g, group in enumerate(groups))
         values = self._start(_group_values(groups, key), bases, tuple(range(len(groups))), self._state())
-        if key == 'momentum':
+        add_buffers = getattr(optimizer, '_add_momentum_buffers', None) if key == 'momentum' else None
+        if key == 'momentum' and add_buffers is None:
             self._check_momentum(optimizer, groups, values['momentum'])
         own = tuple(self._lrs.value)
         optimizer._scheduler = self
@@ -360,7 +522,22 @@ class LRScheduler:
         self._bases.value = bases
         self._lrs = None
         self._write_values({**values, 'lr': own + values['lr'][len(own):]})
+        if add_buffers is not None:
+            add_buffers()
         self._bind_children(optimizer)
+
+    def _group_lists(self) -> dict[str, int]:
+        """The per-group list parameters given as lists, ``{name: number of values}``."""
+        return dict(self._listed)
+
+    def _check_group_lists(self, groups: int, pending: bool = False) -> None:
+        """Refuse a per-group list without one value per group (``pending``: more may come)."""
+        for name, count in self._group_lists().items():
+            if count < groups or (count > groups and not pending):
+                raise ValueError(
+                    f'{type(self).__name__}: {name} has {count} values (one per param group), but the '
+                    f'optimizer has {groups} param group{"s" if groups != 1 else ""}; give one value per '
+                    f'group, or a single value for all groups')
 
     def _check_momentum(self, optimizer: Any, groups: Sequence, momenta: tuple) -> None:
         """Refuse groups whose state cannot follow a cycled momentum (see ``_check_assignment``)."""
@@ -377,8 +554,22 @@ class LRScheduler:
         """Composites point their children at ``optimizer``."""
 
     def _check_new_group(self, hyperparams: Mapping) -> None:
-        """Refuse, before the optimizer adds it, a group whose momentum this scheduler cannot cycle."""
-        if self._momentum_key == 'momentum' and hyperparams.get('momentum') == 0:
+        """Refuse, before the optimizer adds it, a group this scheduler cannot drive.
+
+        That is a group past the end of a per-group list, or one with ``momentum=0``
+        when this scheduler cycles the momentum and the optimizer keeps no momentum
+        buffer for it.
+        """
+        groups = len(self.optimizer.param_groups)
+        for name, count in self._group_lists().items():
+            if count <= groups:
+                raise ValueError(
+                    f'{type(self).__name__}: {name} has {count} values (one per param group) and the '
+                    f'optimizer already has {groups} param group{"s" if groups != 1 else ""}, so a new group '
+                    f'would have none; list one value per group when building the scheduler, or give a '
+                    f'single value for all groups')
+        if self._momentum_key == 'momentum' and hyperparams.get('momentum') == 0 and \
+                not hasattr(self.optimizer, '_add_momentum_buffers'):
             raise ValueError(f'{type(self).__name__} cycles the momentum (cycle_momentum=True), but the new '
                              f'group has momentum=0 and would keep no momentum buffer; give it momentum > 0 '
                              f'or pass cycle_momentum=False')
@@ -397,18 +588,34 @@ class LRScheduler:
             self._check_momentum(self.optimizer, [group], values['momentum'])
 
     def state_dict(self) -> dict:
-        """The counters, every group's base lr and current lr, as arrays."""
+        """The counters, every group's base lr and current lr, as arrays.
+
+        A scheduler inside a SequentialLR or ChainedScheduler has only its own counters
+        (the composite's ``state_dict()['schedulers'][i]``): the lrs belong to the
+        composite, which (or whose optimizer) a checkpoint should hold.
+        """
+        if self._parent is not None:
+            return self._state()
         return {**self._state(), 'base_lrs': list(self._bases.value),
                 'lrs': list(self._read_values()['lr'])}
 
     def check_state_dict(self, state_dict: Any) -> None:
         """Raise ``KeyError`` or ``ValueError`` naming the entry unless ``state_dict`` fits."""
-        self._check_state_dict(state_dict)
+        if self._parent is not None:
+            self._checked_counters(state_dict)
+        else:
+            self._check_state_dict(state_dict)
+
+    def _checked_counters(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
+        """A composite's child's state dict (its own counters), checked; raise on any mismatch."""
+        checked = _checked_tree(where, state_dict, self._state())
+        check_number(f"{where}['last_epoch']", checked['last_epoch'], low=0)
+        return checked
 
     def _check_state_dict(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
         """The values of ``state_dict``, checked against this scheduler; raise on any mismatch."""
         if not isinstance(state_dict, Mapping):
-            raise ValueError(f'{where} must be a dict, got {type(state_dict).__name__}')
+            raise ValueError(f'{where} must be a dict, got {_received(state_dict)}')
         checked = _checked_tree(where, state_dict, self.state_dict())
         for key in ('base_lrs', 'lrs'):
             for i, lr in enumerate(checked[key]):
@@ -417,8 +624,13 @@ class LRScheduler:
         return checked
 
     def load_state_dict(self, state_dict: Mapping) -> None:
-        """Restore :meth:`state_dict` output, after checking all of it (nothing changes on error)."""
-        self._require_root('load the state of')
+        """Restore :meth:`state_dict` output, after checking all of it (nothing changes on error).
+
+        A scheduler inside a SequentialLR or ChainedScheduler restores its own counters only.
+        """
+        if self._parent is not None:
+            self._write_state(self._checked_counters(state_dict))
+            return
         checked = self._check_state_dict(state_dict)
         self._write_state({key: value for key, value in checked.items() if key not in ('base_lrs', 'lrs')})
         self._bases.value = tuple(checked['base_lrs'])
@@ -451,19 +663,19 @@ def _checked_tree(where: str, saved: Any, template: Any) -> Any:
     """``saved`` with ``template``'s structure, shapes and dtypes, or an error naming the entry."""
     if isinstance(template, Mapping):
         if not isinstance(saved, Mapping):
-            raise ValueError(f'{where} must be a dict, got {type(saved).__name__}')
-        missing = sorted(set(template) - set(saved))
+            raise ValueError(f'{where} must be a dict, got {_received(saved)}')
+        missing = [f'{where}[{key!r}]' for key in template if key not in saved]
         if missing:
-            raise KeyError(f'{where} has no {", ".join(map(repr, missing))}')
-        extra = sorted(map(str, set(saved) - set(template)))
+            raise StateDictKeyError(f'{", ".join(missing)} is missing from the scheduler state')
+        extra = [f'{where}[{key!r}]' for key in sorted(set(saved) - set(template), key=repr)]
         if extra:
-            raise KeyError(f'{where} has unknown entries {", ".join(map(repr, extra))}')
+            raise StateDictKeyError(f'{", ".join(extra)}: not an entry of this scheduler\'s state; its '
+                                    f'entries are {", ".join(map(repr, template))}')
         return {key: _checked_tree(f'{where}[{key!r}]', saved[key], sub) for key, sub in template.items()}
     if isinstance(template, (list, tuple)):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(template):
-            count = len(saved) if isinstance(saved, (list, tuple)) else type(saved).__name__
-            raise ValueError(f'{where} must have {len(template)} entries (one per param group or '
-                             f'scheduler), got {count}')
+            raise ValueError(f'{where} must be a list of {len(template)} entries (one per param group or '
+                             f'scheduler), got {_received(saved)}')
         return [_checked_tree(f'{where}[{i}]', s, t) for i, (s, t) in enumerate(zip(saved, template))]
     return _checked_array(where, saved, template)
 
@@ -753,7 +965,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         if epoch is None:
             t_cur = state['T_cur'] + 1
             restart = t_cur >= state['T_i']
-            state = {'last_epoch': state['last_epoch'] + 1,
+            state = {'last_epoch': optax.safe_increment(state['last_epoch']),
                      'T_cur': jnp.where(restart, jnp.mod(t_cur, _f32(state['T_i'])), t_cur),
                      'T_i': jnp.where(restart, state['T_i'] * self.T_mult, state['T_i'])}
         else:
@@ -766,8 +978,9 @@ class LambdaLR(LRScheduler):
     r"""The base lr times a function of the step (torch.optim.lr_scheduler.LambdaLR).
 
     ``lr_t = b_g * lr_lambda(t)``. ``lr_lambda`` receives ``t`` as an int32 array and
-    is traced, so write it with ``jnp`` operations (``jnp.where``, not ``if``); a list
-    gives one function per group (groups past its end take the last).
+    is traced, so write it with ``jnp`` operations (``jnp.where``, not ``if``; ``jnp.exp``,
+    not ``math.exp``); a function written for torch's Python ints is refused when the
+    scheduler is built. A list gives one function per param group.
 
     Examples
     --------
@@ -790,7 +1003,12 @@ class LambdaLR(LRScheduler):
                                  f'got {function!r} at position {i}')
         if not functions:
             raise ValueError('lr_lambda must be a function of the step, got an empty list')
+        for i, function in enumerate(functions):
+            _check_traceable(f'lr_lambda[{i}]' if isinstance(lr_lambda, (list, tuple)) else 'lr_lambda',
+                             function)
         self.lr_lambdas = functions
+        if isinstance(lr_lambda, (list, tuple)):
+            self._listed = {**self._listed, 'lr_lambda': len(functions)}
         super().__init__(base_lr, last_epoch)
 
     def _factor(self, epoch, group):
@@ -798,6 +1016,17 @@ class LambdaLR(LRScheduler):
 
     def _closed(self, base, epoch, group):
         return base * self._factor(epoch, group)
+
+
+def _check_traceable(name: str, function: Callable) -> None:
+    """Refuse a function of the step that needs it as a Python number (torch passes an int)."""
+    try:
+        jax.eval_shape(function, jax.ShapeDtypeStruct((), I32))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError) as err:
+        raise ValueError(
+            f'{name} uses the step as a Python number (an `if` on it, math.* or indexing with it), but '
+            f'it receives a traced int32 array so that stepping works inside jit; write it with jnp '
+            f'operations, e.g. lambda t: jnp.where(t < 10, 1.0, 0.1) or lambda t: jnp.exp(-0.1 * t)') from err
 
 
 class MultiplicativeLR(LambdaLR):
@@ -843,8 +1072,8 @@ class _CyclesMomentum(LRScheduler):
         if not isinstance(cycle_momentum, bool):
             raise ValueError(f'cycle_momentum must be True or False, got {cycle_momentum!r}')
         self.cycle_momentum = cycle_momentum
-        self.base_momentums = _per_group('base_momentum', base_momentum, low=0.0, high=1.0)
-        self.max_momentums = _per_group('max_momentum', max_momentum, low=0.0, high=1.0)
+        self.base_momentums = self._per_group_param('base_momentum', base_momentum, low=0.0, high=1.0)
+        self.max_momentums = self._per_group_param('max_momentum', max_momentum, low=0.0, high=1.0)
 
 
 class OneCycleLR(_CyclesMomentum):
@@ -871,6 +1100,9 @@ class OneCycleLR(_CyclesMomentum):
     """
 
     __module__ = 'stateopt'
+    _torch_params = ('max_lr', 'total_steps', 'epochs', 'steps_per_epoch', 'pct_start', 'anneal_strategy',
+                     'cycle_momentum', 'base_momentum', 'max_momentum', 'div_factor', 'final_div_factor',
+                     'three_phase', 'last_epoch')
 
     def __init__(self, max_lr: LRs = 0.01, total_steps: int | None = None, epochs: int | None = None,
                  steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = 'cos',
@@ -883,7 +1115,7 @@ class OneCycleLR(_CyclesMomentum):
             self.total_steps = _int('epochs', epochs, 1) * _int('steps_per_epoch', steps_per_epoch, 1)
         else:
             raise ValueError('OneCycleLR needs total_steps, or both epochs and steps_per_epoch')
-        self.max_lrs = _per_group('max_lr', max_lr, low=0.0, low_open=True)
+        self.max_lrs = self._per_group_param('max_lr', max_lr, low=0.0, low_open=True)
         self.pct_start = check_number('pct_start', pct_start, low=0.0, high=1.0)
         self.anneal_strategy = _choice('anneal_strategy', anneal_strategy, ('cos', 'linear'))
         self.div_factor = check_number('div_factor', div_factor, low=0.0, low_open=True)
@@ -950,12 +1182,15 @@ class CyclicLR(_CyclesMomentum):
     """
 
     __module__ = 'stateopt'
+    _torch_params = ('base_lr', 'max_lr', 'step_size_up', 'step_size_down', 'mode', 'gamma', 'scale_fn',
+                     'scale_mode', 'cycle_momentum', 'base_momentum', 'max_momentum', 'last_epoch')
 
     def __init__(self, base_lr: LRs = 1e-3, max_lr: LRs = 0.01, step_size_up: int = 2000,
                  step_size_down: int | None = None, mode: str = 'triangular', gamma: float = 1.0,
                  scale_fn: Callable | None = None, scale_mode: str = 'cycle', last_epoch: int = 0, *,
                  cycle_momentum: bool = True, base_momentum: LRs = 0.8, max_momentum: LRs = 0.9):
-        self.max_lrs = _per_group('max_lr', max_lr, low=0.0)
+        self._per_group_param('base_lr', base_lr, low=0.0)
+        self.max_lrs = self._per_group_param('max_lr', max_lr, low=0.0)
         self.step_size_up = _int('step_size_up', step_size_up, 1)
         self.step_size_down = self.step_size_up if step_size_down is None else \
             _int('step_size_down', step_size_down, 1)
@@ -1022,6 +1257,7 @@ class ReduceLROnPlateau(LRScheduler):
 
     __module__ = 'stateopt'
     _extra_counters = ('best', 'num_bad_epochs', 'cooldown_counter')
+    _torch_params = ('mode', 'factor', 'patience', 'threshold', 'threshold_mode', 'cooldown', 'min_lr', 'eps')
 
     def __init__(self, base_lr: LRs = 1e-3, mode: str = 'min', factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, threshold_mode: str = 'rel', cooldown: int = 0,
@@ -1032,7 +1268,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.threshold = check_number('threshold', threshold, low=0.0)
         self.threshold_mode = _choice('threshold_mode', threshold_mode, ('rel', 'abs'))
         self.cooldown = _int('cooldown', cooldown, 0)
-        self.min_lrs = _per_group('min_lr', min_lr, low=0.0)
+        self.min_lrs = self._per_group_param('min_lr', min_lr, low=0.0)
         self.eps = check_number('eps', eps, low=0.0)
         super().__init__(base_lr, last_epoch)
 
@@ -1061,7 +1297,7 @@ class ReduceLROnPlateau(LRScheduler):
         return sign * metric > sign * best + self.threshold
 
     def _advance(self, state, values, bases, groups, epoch=None, metric=None):
-        epoch = state['last_epoch'] + 1 if epoch is None else epoch
+        epoch = optax.safe_increment(state['last_epoch']) if epoch is None else epoch
         if metric is None:  # a schedule preview: no metric, no reduction
             return {**state, 'last_epoch': epoch}, values
         better = self._is_better(metric, state['best'])
@@ -1248,7 +1484,9 @@ class _Composite(LRScheduler):
                 raise ValueError(f'schedulers[{i}] appears twice; pass distinct schedulers')
             seen.add(id(child))
             if child._parent is not None or child.optimizer is not None:
-                raise ValueError(f'schedulers[{i}] is already attached or part of another scheduler')
+                raise ValueError(f'schedulers[{i}] is already attached or part of another scheduler; build '
+                                 f'the schedulers of a {type(self).__name__} without the optimizer and give '
+                                 f'the optimizer to the {type(self).__name__}')
             epoch = child.last_epoch.value
             if not is_traced(epoch) and epoch != 0:
                 raise ValueError(f'schedulers[{i}] has been stepped (last_epoch={int(epoch)}); '
@@ -1261,6 +1499,9 @@ class _Composite(LRScheduler):
                     f'schedulers[{i}] has base_lr={_shown(child._base_list)}, but schedulers[{first}] has '
                     f'base_lr={_shown(other._base_list)}; the schedulers of a {type(self).__name__} '
                     f'share each group\'s base lr')
+        _check_lengths(type(self).__name__, {f'schedulers[{i}].{name}': count
+                                             for i, child in enumerate(schedulers)
+                                             for name, count in child._group_lists().items()})
         self._schedulers = list(schedulers)
         self._absolute = not relative
         self._base_list = (relative[0][1] if relative else schedulers[0])._base_list
@@ -1273,6 +1514,45 @@ class _Composite(LRScheduler):
     def schedulers(self) -> list[LRScheduler]:
         """The child schedulers."""
         return list(self._schedulers)
+
+    def _group_lists(self):
+        return {f'schedulers[{i}].{name}': count for i, child in enumerate(self._schedulers)
+                for name, count in child._group_lists().items()}
+
+    def _given_base(self):
+        return next((base for child in self._schedulers if (base := child._given_base()) is not None), None)
+
+    def _rebase(self, lr):
+        for child in self._schedulers:
+            child._rebase(lr)
+        super()._rebase(lr)
+
+    def _tree(self):
+        yield self
+        for child in self._schedulers:
+            yield from child._tree()
+
+    def _attach_torch_form(self, optimizer):
+        """Take group 0's base lr from ``optimizer`` too, then attach; on error free the children."""
+        _check_optimizer(optimizer, f'{type(self).__name__}(..., optimizer)')
+        lr = optimizer.param_groups[0].initial_lr
+        given = self._given_base()
+        saved = [(scheduler, scheduler._base_list) for scheduler in self._tree()]
+        try:
+            if given is not None and given != (lr,):
+                raise ValueError(
+                    f'{type(self).__name__} with an optimizer takes each group\'s base lr from the optimizer '
+                    f'(group 0: {lr}), but its schedulers were built with base_lr={_shown(given)}; build '
+                    f'them without base_lr')
+            self._rebase(lr)
+            self._setup_states(0)
+            self.attach_optimizer(optimizer)
+        except Exception:
+            for scheduler, base_list in saved:
+                scheduler._base_list = base_list
+            for child in self._schedulers:
+                child._setup_states(0)
+            raise
 
     @property
     def _cycles_momentum(self) -> bool:
@@ -1347,7 +1627,10 @@ class SequentialLR(_Composite):
     step ``t - milestones[i - 1]``; at its milestone it starts afresh (torch's
     ``_update_lr(0)``), then steps on from the lr it set. The switch is traced
     (``jnp.where`` over the candidates), so it is exact inside ``jit``. Any scheduler
-    may be a child, ReduceLROnPlateau included: then call ``step(metric)``.
+    may be a child, ReduceLROnPlateau included: then call ``step(metric)``. A child's
+    ``state_dict`` holds its own counters. torch's form,
+    ``SequentialLR(optimizer, schedulers, milestones)``, takes children built without
+    the optimizer (nor ``base_lr``: the optimizer's lrs are the base lrs).
 
     Examples
     --------
@@ -1377,7 +1660,7 @@ class SequentialLR(_Composite):
         return self._schedulers[0]._begin(values, bases, groups)
 
     def _advance(self, state, values, bases, groups, epoch=None, metric=None):
-        step = state['last_epoch'] + 1
+        step = optax.safe_increment(state['last_epoch'])
         active = jnp.searchsorted(jnp.asarray(self.milestones, I32), step, side='right')
         children, chosen = [], values
         for i, (child, own) in enumerate(zip(self._schedulers, state['schedulers'])):
@@ -1398,7 +1681,9 @@ class ChainedScheduler(_Composite):
     the recursive ones multiply it (so ``ExponentialLR`` after ``ConstantLR`` gives
     their product), the closed-form ones (LambdaLR, CyclicLR, OneCycleLR,
     CosineAnnealingWarmRestarts and the braintools schedules) set it. Any scheduler
-    may be chained, ReduceLROnPlateau included: then call ``step(metric)``.
+    may be chained, ReduceLROnPlateau included: then call ``step(metric)``. Given
+    ``optimizer`` (torch's signature), it attaches to it, every group's base lr being
+    its lr there; the children are then built without the optimizer (nor ``base_lr``).
 
     Examples
     --------
@@ -1412,9 +1697,11 @@ class ChainedScheduler(_Composite):
 
     __module__ = 'stateopt'
 
-    def __init__(self, schedulers: Sequence[LRScheduler]):
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: OptaxOptimizer | None = None):
         self._adopt(schedulers)
         self._setup_composite(0)
+        if optimizer is not None:
+            self._attach_torch_form(optimizer)
 
     def _begin(self, values, bases, groups):
         for child in self._schedulers:
@@ -1426,4 +1713,4 @@ class ChainedScheduler(_Composite):
         for child, own in zip(self._schedulers, state['schedulers']):
             own_new, values = child._advance(own, values, bases, groups, None, metric)
             children.append(_like(own_new, own))
-        return {'last_epoch': state['last_epoch'] + 1, 'schedulers': children}, values
+        return {'last_epoch': optax.safe_increment(state['last_epoch']), 'schedulers': children}, values

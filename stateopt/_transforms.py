@@ -32,10 +32,10 @@ def one_minus_power(beta: Any, step: Any) -> jax.Array:
 
 
 class TorchSGDState(NamedTuple):
-    """State of :func:`scale_by_torch_sgd`: steps taken and the momentum buffer."""
+    """State of :func:`scale_by_torch_sgd`: the steps that used the momentum buffer, and the buffer."""
 
-    count: jax.Array
-    momentum_buffer: Any  # None when the group was created with momentum == 0
+    count: jax.Array       # 0 until the first step with momentum != 0 (torch's buffer is None until then)
+    momentum_buffer: Any   # None when the group was created with momentum == 0
 
 
 def scale_by_torch_sgd(
@@ -45,12 +45,12 @@ def scale_by_torch_sgd(
 
     With ``b`` the momentum buffer and ``g`` the (decayed) gradient::
 
-        b_1 = g_1 ;  b_t = momentum * b_{t-1} + (1 - dampening) * g_t
-        d_t = g_t + momentum * b_t   (nesterov)   or   d_t = b_t
+        b = g   at the first step with momentum != 0 ;  then  b = momentum * b + (1 - dampening) * g
+        d = g + momentum * b   (nesterov)   or   d = b
 
-    A group created with ``momentum == 0`` keeps no buffer and ``d = g``; setting the
-    momentum of a buffered group to 0 later gives ``d = g`` and leaves the buffer as
-    it is, as torch does.
+    and ``d = g`` at a step with ``momentum == 0``, which leaves the buffer as it is, as
+    torch does. A state initialised with ``momentum == 0`` keeps no buffer (the
+    optimizer gives it one when a scheduler may cycle the momentum).
 
     Examples
     --------
@@ -70,9 +70,8 @@ def scale_by_torch_sgd(
 
     def update_fn(updates, state, params=None):
         del params
-        count = state.count + 1
         if state.momentum_buffer is None:
-            return updates, TorchSGDState(count, None)
+            return updates, state
         first = state.count == 0
         off = momentum == 0
 
@@ -84,6 +83,7 @@ def scale_by_torch_sgd(
             direction = jax.tree.map(lambda g, b: g + momentum * b, updates, buffer)
         else:
             direction = jax.tree.map(lambda g, b: jnp.where(off, g, b), updates, buffer)
+        count = jnp.where(off, state.count, optax.safe_increment(state.count))
         return direction, TorchSGDState(count, buffer)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -134,7 +134,7 @@ def scale_by_torch_adam(
     def update_fn(updates, state, params=None):
         del params
         beta1, beta2 = jnp.asarray(b1, jnp.float32), jnp.asarray(b2, jnp.float32)
-        count = state.count + 1
+        count = optax.safe_increment(state.count)
         step = count.astype(jnp.float32)
         exp_avg = jax.tree.map(lambda m, g: m + (1 - beta1) * (g - m), state.exp_avg, updates)
         exp_avg_sq = jax.tree.map(lambda v, g: beta2 * v + (1 - beta2) * g * g, state.exp_avg_sq, updates)

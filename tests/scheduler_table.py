@@ -203,3 +203,27 @@ def expected(row: Row) -> dict:
         if row.momentum:
             out['momentum'] = golden[f'{row.id}/momentum']
     return out
+
+
+# -- torch's SGD(momentum=0) with a scheduler that cycles the momentum ---------------------------------
+
+CYCLED_GOLDEN = pathlib.Path(__file__).parent / 'fixtures' / 'torch_cycled_momentum.npz'
+CYCLED_STEPS = 30
+#: Group 0 holds 'w' (lr BASE_LR), group 1 holds 'b' (lr GROUP_LR); both start here.
+CYCLED_START = {'w': [1.0, -2.0, 0.5], 'b': [0.3, -0.7]}
+
+#: id -> (the scheduler, the SGD keywords besides lr and momentum=0).
+CYCLED_MOMENTUM = {
+    'one-cycle': (Spec('OneCycleLR', dict(max_lr=[0.2, 0.1], total_steps=CYCLED_STEPS)), {}),
+    'one-cycle-three-phase': (Spec('OneCycleLR', dict(max_lr=0.3, total_steps=CYCLED_STEPS, three_phase=True,
+                                                      base_momentum=[0.8, 0.7], max_momentum=[0.9, 0.95])),
+                              {}),
+    'cyclic-dampening': (Spec('CyclicLR', dict(base_lr=0.01, max_lr=0.1, step_size_up=4, step_size_down=6)),
+                         dict(dampening=0.3, weight_decay=0.01)),
+}
+
+
+def cycled_loss(w: Any, b: Any) -> Any:
+    """A small fixed problem (torch tensors or jax arrays): a quadratic with one coupling term."""
+    return (1.5 * (w[0] - 0.2) ** 2 + 0.5 * (w[1] + 1.0) ** 2 + 2.0 * (w[2] - 0.4) ** 2
+            + (b[0] - 0.1) ** 2 + 0.8 * (b[1] + 0.3) ** 2 + 0.6 * (w[0] * b[1] - 0.25) ** 2)
