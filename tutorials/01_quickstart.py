@@ -30,16 +30,13 @@ import os
 import brainstate
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import stateopt  # noqa: E402
+import stateopt
 
 FAST = os.environ.get('STATEOPT_FAST') == '1'
 OUT = os.environ.get('STATEOPT_OUT', 'outputs')
@@ -57,7 +54,8 @@ BATCH = 64
 digits = load_digits()
 x = (digits.data / 16.0).astype(np.float32)
 y = digits.target.astype(np.int32)
-x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0)
+x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25,
+                                                    random_state=0)
 steps_per_epoch = len(x_train) // BATCH
 total_steps = EPOCHS * steps_per_epoch
 print(f'{len(x_train)} training and {len(x_test)} test images; {total_steps} steps')
@@ -86,15 +84,18 @@ def build(seed: int):
     params = model.states(brainstate.ParamState)
     schedule = stateopt.WarmupCosineSchedule(base_lr=3e-3, warmup_steps=steps_per_epoch,
                                              total_steps=total_steps)
-    optimizer = stateopt.AdamW(lr=schedule, weight_decay=1e-4).register_trainable_weights(params)
+    optimizer = stateopt.AdamW(lr=schedule, weight_decay=1e-4)
+    optimizer.register_trainable_weights(params)
 
     def loss_fn(xb, yb):
         logits = model(xb)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], axis=1))
+        log_probs = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(log_probs, yb[:, None], axis=1))
 
     @brainstate.transform.jit
     def train_step(xb, yb):
-        grads, loss = brainstate.transform.grad(loss_fn, grad_states=params, return_value=True)(xb, yb)
+        grads, loss = brainstate.transform.grad(
+            loss_fn, grad_states=params, return_value=True)(xb, yb)
         optimizer.update(grads)
         schedule.step()
         return loss
@@ -117,12 +118,15 @@ print(optimizer)
 
 # %%
 def batches(epoch: int):
-    order = np.random.default_rng(epoch).permutation(len(x_train))[:steps_per_epoch * BATCH]
+    order = np.random.default_rng(epoch).permutation(len(x_train))
+    order = order[:steps_per_epoch * BATCH]
     return np.array_split(order, steps_per_epoch)
 
 
 def train(epochs, train_step, accuracy, optimizer, log):
-    bar = tqdm(epochs, desc='training', unit='epoch')
+    # a resumed run's bar counts on from the checkpoint: SAVE_AT/EPOCHS to EPOCHS/EPOCHS
+    bar = tqdm(epochs, desc='training', unit='epoch', initial=epochs.start,
+               total=EPOCHS)
     for epoch in bar:
         for index in batches(epoch):
             log['lr'].append(optimizer.get_last_lr()[0])
@@ -130,15 +134,16 @@ def train(epochs, train_step, accuracy, optimizer, log):
         bar.set_postfix(loss=f'{np.mean(log["loss"][-steps_per_epoch:]):.4f}',
                         test_acc=f'{float(accuracy(x_test, y_test)):.3f}')
         if epoch + 1 == SAVE_AT and 'checkpoint' in log:
-            stateopt.save_checkpoint(log['checkpoint'], {'model': params, 'optimizer': optimizer,
-                                                         'epoch': epoch + 1})
+            target = {'model': params, 'optimizer': optimizer, 'epoch': epoch + 1}
+            stateopt.save_checkpoint(log['checkpoint'], target)
 
 
 checkpoint = os.path.join(OUT, 'quickstart.msgpack')
 log = {'loss': [], 'lr': [], 'checkpoint': checkpoint}
 train(range(EPOCHS), train_step, accuracy, optimizer, log)
 test_accuracy = float(accuracy(x_test, y_test))
-print(f'steps: {int(optimizer.step_count.value)}  final loss: {np.mean(log["loss"][-steps_per_epoch:]):.4f}'
+final_loss = np.mean(log['loss'][-steps_per_epoch:])
+print(f'steps: {int(optimizer.step_count.value)}  final loss: {final_loss:.4f}'
       f'  test accuracy: {test_accuracy:.3f}')
 
 # %% [markdown]
@@ -149,9 +154,11 @@ print(f'steps: {int(optimizer.step_count.value)}  final loss: {np.mean(log["loss
 
 # %%
 figure, (loss_axes, lr_axes) = plt.subplots(1, 2, figsize=(9, 3.2))
-smooth = np.convolve(log['loss'], np.ones(steps_per_epoch) / steps_per_epoch, mode='valid')
+window = np.ones(steps_per_epoch) / steps_per_epoch
+smooth = np.convolve(log['loss'], window, mode='valid')
 loss_axes.plot(log['loss'], lw=0.6, alpha=0.5, label='per step')
-loss_axes.plot(np.arange(steps_per_epoch - 1, len(log['loss'])), smooth, label='epoch mean')
+loss_axes.plot(np.arange(steps_per_epoch - 1, len(log['loss'])), smooth,
+               label='epoch mean')
 loss_axes.set(xlabel='step', ylabel='training loss', yscale='log', title='loss')
 loss_axes.legend()
 lr_axes.plot(log['lr'])
@@ -171,7 +178,8 @@ print('saved', os.path.join(OUT, 'quickstart_curves.png'))
 
 # %%
 params2, optimizer2, schedule2, train_step2, accuracy2 = build(seed=1)
-restored = stateopt.load_checkpoint(checkpoint, {'model': params2, 'optimizer': optimizer2, 'epoch': 0})
+restored = stateopt.load_checkpoint(
+    checkpoint, {'model': params2, 'optimizer': optimizer2, 'epoch': 0})
 start = int(restored.tree['epoch'])
 resumed = {'loss': [], 'lr': []}
 train(range(start, EPOCHS), train_step2, accuracy2, optimizer2, resumed)
@@ -181,7 +189,8 @@ same_losses = np.array_equal(resumed['loss'], uninterrupted_tail)
 same_params = all(np.array_equal(a, b) for a, b in zip(
     jax.tree.leaves({k: s.value for k, s in params.items()}),
     jax.tree.leaves({k: s.value for k, s in params2.items()})))
-print(f'resumed at epoch {start}: losses identical to the uninterrupted run: {same_losses}; '
+print(f'resumed at epoch {start}: '
+      f'losses identical to the uninterrupted run: {same_losses}; '
       f'final parameters identical: {same_params}')
 assert same_losses and same_params, 'a resumed run must continue exactly'
 if not FAST:

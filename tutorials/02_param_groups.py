@@ -35,15 +35,12 @@ import os
 import brainstate
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-
-import stateopt  # noqa: E402
+import stateopt
 
 FAST = os.environ.get('STATEOPT_FAST') == '1'
 OUT = os.environ.get('STATEOPT_OUT', 'outputs')
@@ -51,10 +48,10 @@ os.makedirs(OUT, exist_ok=True)
 SOURCE_EPOCHS = 3 if FAST else 20
 FINE_TUNE_STEPS = 60 if FAST else 300
 EVAL_EVERY = 10
-SHOTS = 3                        # images of each digit labelled for the target task
+SHOTS = 3          # images of each digit labelled for the target task
 BATCH = 64
-HEAD_LR = 1e-2                   # the new head learns fast
-BODY_LR = 1e-3                   # a pretrained body that may move learns ten times slower
+HEAD_LR = 1e-2     # the new head learns fast
+BODY_LR = 1e-3     # a pretrained body that may move learns ten times slower
 
 # %% [markdown]
 # ## Data
@@ -67,12 +64,15 @@ BODY_LR = 1e-3                   # a pretrained body that may move learns ten ti
 digits = load_digits()
 images = (digits.data / 16.0).astype(np.float32)
 labels = digits.target.astype(np.int32)
-x_train, x_test, digit_train, digit_test = train_test_split(images, labels, test_size=0.25, random_state=0)
+x_train, x_test, digit_train, digit_test = train_test_split(
+    images, labels, test_size=0.25, random_state=0)
 
-labelled = np.concatenate([np.flatnonzero(digit_train == digit)[:SHOTS] for digit in range(10)])
+labelled = np.concatenate([np.flatnonzero(digit_train == digit)[:SHOTS]
+                           for digit in range(10)])
 x_parity_train, parity_train = x_train[labelled], digit_train[labelled] % 2
 parity_test = digit_test % 2
-print(f'source task: {len(x_train)} labelled training images; target task: {len(labelled)}; '
+print(f'source task: {len(x_train)} labelled training images; '
+      f'target task: {len(labelled)}; '
       f'both tested on {len(x_test)} images')
 
 # %% [markdown]
@@ -108,14 +108,15 @@ def cross_entropy(model, x, y):
 
 
 def make_train_step(model, optimizer, trainable):
-    """A compiled step (gradients of the ``trainable`` States, then one update), and a count
-    of the times jax has traced it: its Python body runs only while it is being compiled."""
+    """A compiled step (gradients of the ``trainable`` States, then one update), and
+    a count of the times jax has traced it: its Python body runs only while traced."""
     traces = {'count': 0}
 
     def train_step(x, y):
         traces['count'] += 1
         grads, loss = brainstate.transform.grad(
-            lambda: cross_entropy(model, x, y), grad_states=trainable, return_value=True)()
+            lambda: cross_entropy(model, x, y), grad_states=trainable,
+            return_value=True)()
         optimizer.update(grads)
         return loss
 
@@ -123,7 +124,10 @@ def make_train_step(model, optimizer, trainable):
 
 
 def make_accuracy(model):
-    return brainstate.transform.jit(lambda x, y: jnp.mean(jnp.argmax(model(x), axis=1) == y))
+    def accuracy(x, y):
+        return jnp.mean(jnp.argmax(model(x), axis=1) == y)
+
+    return brainstate.transform.jit(accuracy)
 
 
 # %% [markdown]
@@ -135,7 +139,8 @@ def make_accuracy(model):
 brainstate.random.seed(0)
 source_model = Classifier(n_classes=10)
 source_params = source_model.states(brainstate.ParamState)
-source_optimizer = stateopt.AdamW(lr=3e-3, weight_decay=1e-4).register_trainable_weights(source_params)
+source_optimizer = stateopt.AdamW(lr=3e-3, weight_decay=1e-4)
+source_optimizer.register_trainable_weights(source_params)
 source_step, _ = make_train_step(source_model, source_optimizer, source_params)
 for epoch in range(SOURCE_EPOCHS):
     order = np.random.default_rng(epoch).permutation(len(x_train))
@@ -143,7 +148,8 @@ for epoch in range(SOURCE_EPOCHS):
         source_step(x_train[index], digit_train[index])
 source_accuracy = float(make_accuracy(source_model)(x_test, digit_test))
 print(f'source task (which digit): test accuracy {source_accuracy:.3f}')
-pretrained_body = {key: state.value for key, state in source_model.body.states(brainstate.ParamState).items()}
+source_body = source_model.body.states(brainstate.ParamState)
+pretrained_body = {key: state.value for key, state in source_body.items()}
 
 # %% [markdown]
 # ## Fine-tuning runs
@@ -165,7 +171,8 @@ def new_model(pretrained: bool):
 def body_values(model):
     """The body's parameters as numpy arrays, to compare bit for bit."""
     return [np.asarray(leaf) for leaf in jax.tree.leaves(
-        {key: state.value for key, state in model.body.states(brainstate.ParamState).items()})]
+        {key: state.value
+         for key, state in model.body.states(brainstate.ParamState).items()})]
 
 
 def same_values(before, after):
@@ -198,7 +205,8 @@ results = {}
 # %%
 model = new_model(pretrained=False)
 params = model.states(brainstate.ParamState)
-optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4).register_trainable_weights(params)
+optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4)
+optimizer.register_trainable_weights(params)
 results['from scratch'], _ = fine_tune(model, optimizer, params)
 
 # %% [markdown]
@@ -211,10 +219,12 @@ results['from scratch'], _ = fine_tune(model, optimizer, params)
 # %%
 model = new_model(pretrained=True)
 head = model.head.states(brainstate.ParamState)
-optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4).register_trainable_weights(head)
+optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4)
+optimizer.register_trainable_weights(head)
 body_before = body_values(model)
 results['frozen body'], _ = fine_tune(model, optimizer, head)
-assert same_values(body_before, body_values(model)), 'a body left out of the optimizer must not move'
+assert same_values(body_before, body_values(model)), \
+    'a body left out of the optimizer must not move'
 print('frozen body: the body is bit-identical after fine-tuning')
 
 # %% [markdown]
@@ -229,7 +239,8 @@ print('frozen body: the body is bit-identical after fine-tuning')
 # %%
 model = new_model(pretrained=True)
 params = model.states(brainstate.ParamState)
-optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4).register_trainable_weights(params)
+optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4)
+optimizer.register_trainable_weights(params)
 optimizer.add_param_group(model.body.states(brainstate.ParamState), lr=BODY_LR)
 print(optimizer.param_groups)
 for group in optimizer.param_groups:
@@ -249,7 +260,8 @@ results['slow body'], _ = fine_tune(model, optimizer, params)
 # %%
 model = new_model(pretrained=True)
 params = model.states(brainstate.ParamState)
-optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4).register_trainable_weights(params)
+optimizer = stateopt.AdamW(lr=HEAD_LR, weight_decay=1e-4)
+optimizer.register_trainable_weights(params)
 body_group = optimizer.add_param_group(model.body.states(brainstate.ParamState), lr=0.0)
 body_before = body_values(model)
 UNFREEZE_AT = FINE_TUNE_STEPS // 2
@@ -257,15 +269,18 @@ UNFREEZE_AT = FINE_TUNE_STEPS // 2
 
 def unfreeze_halfway(step):
     if step == UNFREEZE_AT:
-        assert same_values(body_before, body_values(model)), 'a group with lr=0 must stay bit-identical'
+        assert same_values(body_before, body_values(model)), \
+            'a group with lr=0 must stay bit-identical'
         print(f'step {step}: the body is still bit-identical; unfreezing it')
         body_group['lr'] = BODY_LR
 
 
-results['probe, then unfreeze'], traces = fine_tune(model, optimizer, params, before_step=unfreeze_halfway)
+results['probe, then unfreeze'], traces = fine_tune(model, optimizer, params,
+                                                   before_step=unfreeze_halfway)
 assert not same_values(body_before, body_values(model)), 'the unfrozen body must move'
 assert traces == 1, "changing a group's lr must not recompile the train step"
-print(f'lrs at the end: {optimizer.get_last_lr()}; the train step was traced {traces} time')
+print(f'lrs at the end: {optimizer.get_last_lr()}; '
+      f'the train step was traced {traces} time')
 
 # %% [markdown]
 # ## Results

@@ -32,15 +32,12 @@ import os
 import brainstate
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-
-import stateopt  # noqa: E402
+import stateopt
 
 FAST = os.environ.get('STATEOPT_FAST') == '1'
 OUT = os.environ.get('STATEOPT_OUT', 'outputs')
@@ -68,9 +65,12 @@ BATCH = 64
 GALLERY_STEPS = 200
 WARMUP = 20
 gallery = {
-    'StepLR(step_size=50, gamma=0.5)': stateopt.StepLR(base_lr=0.1, step_size=50, gamma=0.5),
-    'CosineAnnealingLR(T_max=200)': stateopt.CosineAnnealingLR(base_lr=0.1, T_max=GALLERY_STEPS),
-    'OneCycleLR(max_lr=0.1)': stateopt.OneCycleLR(max_lr=0.1, total_steps=GALLERY_STEPS),
+    'StepLR(step_size=50, gamma=0.5)': stateopt.StepLR(
+        base_lr=0.1, step_size=50, gamma=0.5),
+    'CosineAnnealingLR(T_max=200)': stateopt.CosineAnnealingLR(
+        base_lr=0.1, T_max=GALLERY_STEPS),
+    'OneCycleLR(max_lr=0.1)': stateopt.OneCycleLR(
+        max_lr=0.1, total_steps=GALLERY_STEPS),
     'WarmupCosineSchedule': stateopt.WarmupCosineSchedule(
         base_lr=0.1, warmup_steps=WARMUP, total_steps=GALLERY_STEPS),
     "CyclicLR(mode='triangular2')": stateopt.CyclicLR(
@@ -91,16 +91,21 @@ figure.savefig(os.path.join(OUT, 'scheduler_gallery.png'), dpi=80)
 print('saved', os.path.join(OUT, 'scheduler_gallery.png'))
 
 step_lr = curves['StepLR(step_size=50, gamma=0.5)']
-np.testing.assert_allclose(step_lr[[0, 49, 50, 100, 199]], [0.1, 0.1, 0.05, 0.025, 0.0125], rtol=1e-6)
-np.testing.assert_allclose(curves['CosineAnnealingLR(T_max=200)'][[0, 100]], [0.1, 0.05], rtol=1e-5)
+np.testing.assert_allclose(step_lr[[0, 49, 50, 100, 199]],
+                           [0.1, 0.1, 0.05, 0.025, 0.0125], rtol=1e-6)
+np.testing.assert_allclose(curves['CosineAnnealingLR(T_max=200)'][[0, 100]],
+                           [0.1, 0.05], rtol=1e-5)
 cyclic_heights = curves["CyclicLR(mode='triangular2')"][[25, 75, 125]] - 0.01
 np.testing.assert_allclose(cyclic_heights, [0.09, 0.045, 0.0225], rtol=1e-5)
 one_cycle = curves['OneCycleLR(max_lr=0.1)']
-assert np.argmax(one_cycle) == int(0.3 * GALLERY_STEPS) - 1 and one_cycle[-1] < one_cycle[0] / 1000
+assert np.argmax(one_cycle) == int(0.3 * GALLERY_STEPS) - 1
+assert one_cycle[-1] < one_cycle[0] / 1000
 sequential = curves['SequentialLR(LinearLR, CosineAnnealingLR)']
 assert np.argmax(sequential) == WARMUP and np.all(np.diff(sequential[:WARMUP + 1]) > 0)
-np.testing.assert_allclose(sequential[WARMUP:], curves['WarmupCosineSchedule'][WARMUP:], rtol=1e-5, atol=1e-8)
-assert all(scheduler.last_epoch.value == 0 for scheduler in gallery.values()), 'drawing steps nothing'
+np.testing.assert_allclose(sequential[WARMUP:], curves['WarmupCosineSchedule'][WARMUP:],
+                           rtol=1e-5, atol=1e-8)
+assert all(scheduler.last_epoch.value == 0 for scheduler in gallery.values()), \
+    'drawing steps nothing'
 
 # %% [markdown]
 # ## Data and model
@@ -114,11 +119,12 @@ digits = load_digits()
 x = (digits.data / 16.0).astype(np.float32)
 y = digits.target.astype(np.int32)
 x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, random_state=0)
-x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=0)
+x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5,
+                                                random_state=0)
 steps_per_epoch = len(x_train) // BATCH
 total_steps = EPOCHS * steps_per_epoch
-print(f'{len(x_train)} training, {len(x_val)} validation and {len(x_test)} test images; '
-      f'{total_steps} steps')
+print(f'{len(x_train)} training, {len(x_val)} validation and {len(x_test)} test '
+      f'images; {total_steps} steps')
 
 
 class MLP(brainstate.nn.Module):
@@ -137,7 +143,8 @@ def cross_entropy(model, x, y):
 
 
 def batches(epoch: int):
-    order = np.random.default_rng(epoch).permutation(len(x_train))[:steps_per_epoch * BATCH]
+    order = np.random.default_rng(epoch).permutation(len(x_train))
+    order = order[:steps_per_epoch * BATCH]
     return np.array_split(order, steps_per_epoch)
 
 
@@ -172,8 +179,10 @@ def train(model, optimizer, train_step, validate):
 brainstate.random.seed(0)
 model = MLP()
 params = model.states(brainstate.ParamState)
-schedule = stateopt.WarmupCosineSchedule(base_lr=1e-2, warmup_steps=steps_per_epoch, total_steps=total_steps)
-optimizer = stateopt.AdamW(lr=schedule, weight_decay=1e-4).register_trainable_weights(params)
+schedule = stateopt.WarmupCosineSchedule(base_lr=1e-2, warmup_steps=steps_per_epoch,
+                                         total_steps=total_steps)
+optimizer = stateopt.AdamW(lr=schedule, weight_decay=1e-4)
+optimizer.register_trainable_weights(params)
 optimizer.add_param_group(model.output.states(brainstate.ParamState), lr=2e-3)
 print(f'base lr of each group: {schedule.base_lrs}')
 
@@ -204,10 +213,11 @@ def validation_loss(xs, ys):
 cosine = train(model, optimizer, cosine_train_step, validation_loss)
 np.testing.assert_allclose(cosine['lr'], drawn, rtol=1e-6, atol=1e-12)
 positive = cosine['lr'][:, 1] > 0
-np.testing.assert_allclose(cosine['lr'][positive, 0] / cosine['lr'][positive, 1], 5.0, rtol=1e-5)
+np.testing.assert_allclose(cosine['lr'][positive, 0] / cosine['lr'][positive, 1], 5.0,
+                           rtol=1e-5)
 assert traces['count'] == 1, 'stepping the scheduler must not recompile the train step'
-print(f'{total_steps} steps: the lrs used are the curves plot_schedule drew; the train step was '
-      f'traced {traces["count"]} time')
+print(f'{total_steps} steps: the lrs used are the curves plot_schedule drew; '
+      f'the train step was traced {traces["count"]} time')
 
 # %% [markdown]
 # ## `ReduceLROnPlateau`, driven by the validation loss
@@ -222,7 +232,8 @@ brainstate.random.seed(0)
 model = MLP()
 params = model.states(brainstate.ParamState)
 plateau = stateopt.ReduceLROnPlateau(base_lr=1e-2, factor=0.3, patience=2)
-optimizer = stateopt.AdamW(lr=plateau, weight_decay=1e-4).register_trainable_weights(params)
+optimizer = stateopt.AdamW(lr=plateau, weight_decay=1e-4)
+optimizer.register_trainable_weights(params)
 
 
 @brainstate.transform.jit
@@ -244,41 +255,46 @@ reduced = train(model, optimizer, plateau_train_step, validate_and_step)
 
 # the lr each epoch trained with, then the lr after the last validation
 epoch_lr = np.append(reduced['lr'][::steps_per_epoch, 0], optimizer.get_last_lr()[0])
-cuts = np.flatnonzero(epoch_lr[1:] < epoch_lr[:-1])     # epochs whose validation cut the lr
+cuts = np.flatnonzero(epoch_lr[1:] < epoch_lr[:-1])   # epochs whose validation cut it
 for cut in cuts:
     best_before = min(reduced['val_loss'][:cut - plateau.patience])
     stalled = reduced['val_loss'][cut - plateau.patience:cut + 1]
     assert min(stalled) >= best_before * (1 - plateau.threshold), \
         'the lr is cut only after more than `patience` epochs without improvement'
-    np.testing.assert_allclose(epoch_lr[cut + 1], epoch_lr[cut] * plateau.factor, rtol=1e-6)
+    np.testing.assert_allclose(epoch_lr[cut + 1], epoch_lr[cut] * plateau.factor,
+                               rtol=1e-6)
 print(f'ReduceLROnPlateau cut the lr after epochs {(cuts + 1).tolist()}: '
       f'from {epoch_lr[0]:.0e} to {epoch_lr[-1]:.2e}')
 if not FAST:
-    assert len(cuts) > 0, 'the validation loss plateaus within the run, so the lr must be cut'
+    assert len(cuts) > 0, 'the validation loss plateaus in the run: the lr must be cut'
 
 # %% [markdown]
 # ## The two runs side by side
 #
 # The cosine run's lr follows the curve drawn before training. The plateau run's lr drops in
-# steps: once the validation loss stops improving, every three epochs.
+# steps: once the validation loss stops improving, every three epochs. The lr axis is
+# logarithmic, to show those steps; it cannot show the warm-up's first lr, 0, so the cosine
+# curves start at the first step's lr, and the axis spans every lr the runs used.
 
 # %%
 for name, run in (('warm-up cosine', cosine), ('ReduceLROnPlateau', reduced)):
     print(f'{name:>17}: best validation loss {min(run["val_loss"]):.4f}, '
           f'test accuracy {run["test_accuracy"]:.3f}')
 
-figure, (loss_axes, lr_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
+figure, (loss_axes, lr_axes) = plt.subplots(1, 2, figsize=(10, 4), layout='constrained')
 epochs = np.arange(1, EPOCHS + 1)
-loss_axes.plot(epochs, cosine['val_loss'], label='warm-up cosine')
-loss_axes.plot(epochs, reduced['val_loss'], label='ReduceLROnPlateau')
-loss_axes.set(xlabel='epoch', ylabel='validation loss', yscale='log', title='validation loss')
-loss_axes.legend()
+loss_axes.plot(epochs, cosine['val_loss'], color='C0')
+loss_axes.plot(epochs, reduced['val_loss'], color='C1')
+loss_axes.set(xlabel='epoch', ylabel='validation loss', yscale='log',
+              title='validation loss')
 epoch_of_step = np.arange(total_steps) / steps_per_epoch
-lr_axes.plot(epoch_of_step, cosine['lr'][:, 0], label='warm-up cosine, hidden layer')
-lr_axes.plot(epoch_of_step, cosine['lr'][:, 1], label='warm-up cosine, output layer', ls='--')
-lr_axes.plot(epoch_of_step, reduced['lr'][:, 0], label='ReduceLROnPlateau')
-lr_axes.set(xlabel='epoch', ylabel='learning rate', yscale='log', ylim=(1e-6, 2e-2), title='learning rate')
-lr_axes.legend()
-figure.tight_layout()
+lrs = np.column_stack([cosine['lr'], reduced['lr'][:, 0]])
+lrs = np.where(lrs > 0, lrs, np.nan)          # a log axis has no 0
+lr_axes.plot(epoch_of_step, lrs[:, 0], 'C0', label='warm-up cosine, hidden layer')
+lr_axes.plot(epoch_of_step, lrs[:, 1], 'C0--', label='warm-up cosine, output layer')
+lr_axes.plot(epoch_of_step, lrs[:, 2], 'C1', label='ReduceLROnPlateau')
+lr_axes.set(xlabel='epoch', ylabel='learning rate', yscale='log', title='learning rate',
+            ylim=(np.nanmin(lrs) / 2, np.nanmax(lrs) * 2))
+figure.legend(loc='outside lower center', ncols=3)   # below the plots: covers no curve
 figure.savefig(os.path.join(OUT, 'scheduler_training.png'), dpi=100)
 print('saved', os.path.join(OUT, 'scheduler_training.png'))

@@ -34,15 +34,12 @@ import os
 import brainstate
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
-
-import stateopt  # noqa: E402
+import stateopt
 
 FAST = os.environ.get('STATEOPT_FAST') == '1'
 OUT = os.environ.get('STATEOPT_OUT', 'outputs')
@@ -63,7 +60,8 @@ BATCH = 64
 digits = load_digits()
 x = (digits.data / 16.0).astype(np.float32)
 y = digits.target.astype(np.int32)
-x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0)
+x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25,
+                                                    random_state=0)
 steps_per_epoch = len(x_train) // BATCH
 total_steps = EPOCHS * steps_per_epoch
 
@@ -85,11 +83,12 @@ class Run:
         brainstate.random.seed(seed)
         self.model = MLP(n_hidden)
         self.params = self.model.states(brainstate.ParamState)
-        self.schedule = stateopt.WarmupCosineSchedule(base_lr=3e-3, warmup_steps=steps_per_epoch,
-                                                      total_steps=total_steps)
+        self.schedule = stateopt.WarmupCosineSchedule(
+            base_lr=3e-3, warmup_steps=steps_per_epoch, total_steps=total_steps)
         self.optimizer = stateopt.AdamW(lr=self.schedule, weight_decay=1e-4)
         self.optimizer.register_trainable_weights(self.params)
-        self.optimizer.add_param_group(self.model.output.states(brainstate.ParamState), lr=1e-3)
+        output_params = self.model.output.states(brainstate.ParamState)
+        self.optimizer.add_param_group(output_params, lr=1e-3)
         self.train_step = brainstate.transform.jit(self._train_step)
 
     def _train_step(self, xb, yb):
@@ -97,28 +96,31 @@ class Run:
             log_probs = jax.nn.log_softmax(self.model(xb))
             return -jnp.mean(jnp.take_along_axis(log_probs, yb[:, None], axis=1))
 
-        grads, loss = brainstate.transform.grad(loss_fn, grad_states=self.params, return_value=True)()
+        grads, loss = brainstate.transform.grad(loss_fn, grad_states=self.params,
+                                                return_value=True)()
         self.optimizer.update(grads)
         self.schedule.step()
         return loss
 
     def train(self, epochs) -> list[float]:
-        """Train the given epochs (each visits the images in its own seeded order); the losses."""
+        """Train the given epochs (each in its own seeded order); return the losses."""
         losses = []
         for epoch in epochs:
-            order = np.random.default_rng(epoch).permutation(len(x_train))[:steps_per_epoch * BATCH]
+            order = np.random.default_rng(epoch).permutation(len(x_train))
+            order = order[:steps_per_epoch * BATCH]
             for index in np.array_split(order, steps_per_epoch):
                 losses.append(float(self.train_step(x_train[index], y_train[index])))
         return losses
 
     def checkpoint_target(self, epoch: int = 0) -> dict:
-        """What a checkpoint holds: the model's States, the optimizer (with its scheduler), the epoch."""
+        """What a checkpoint holds: States, optimizer (with scheduler) and epoch."""
         return {'model': self.params, 'optimizer': self.optimizer, 'epoch': epoch}
 
     def snapshot(self) -> list[np.ndarray]:
         """Every number a load could change, as numpy arrays."""
         values = {key: state.value for key, state in self.params.items()}
-        return [np.asarray(leaf) for leaf in jax.tree.leaves((values, self.optimizer.state_dict()))]
+        leaves = jax.tree.leaves((values, self.optimizer.state_dict()))
+        return [np.asarray(leaf) for leaf in leaves]
 
     def test_accuracy(self) -> float:
         return float(jnp.mean(jnp.argmax(self.model(x_test), axis=1) == y_test))
@@ -129,7 +131,7 @@ def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 
 def raised(error_type: type, call, *args, **kwargs) -> Exception:
-    """The ``error_type`` error that ``call(*args, **kwargs)`` raises; fail if it raises none."""
+    """The ``error_type`` error that ``call(*args, **kwargs)`` raises; fail if none."""
     try:
         call(*args, **kwargs)
     except error_type as error:
@@ -151,11 +153,11 @@ original = Run(seed=0)
 losses = original.train(range(SAVE_AT))
 stateopt.save_checkpoint(checkpoint, original.checkpoint_target(epoch=SAVE_AT))
 saved_accuracy = original.test_accuracy()
-print(f'saved {checkpoint} after epoch {SAVE_AT} ({os.path.getsize(checkpoint)} bytes), '
-      f'test accuracy {saved_accuracy:.3f}')
+print(f'saved {checkpoint} after epoch {SAVE_AT} '
+      f'({os.path.getsize(checkpoint)} bytes), test accuracy {saved_accuracy:.3f}')
 losses += original.train(range(SAVE_AT, EPOCHS))
-print(f'the uninterrupted run ends at step {int(original.optimizer.step_count.value)} with test '
-      f'accuracy {original.test_accuracy():.3f}')
+print(f'the uninterrupted run ends at step {int(original.optimizer.step_count.value)} '
+      f'with test accuracy {original.test_accuracy():.3f}')
 
 # %% [markdown]
 # ## Resume in fresh objects
@@ -172,16 +174,19 @@ start = result.tree['epoch']
 print(f'resumed at epoch {start}: step {int(resumed.optimizer.step_count.value)}, '
       f'lrs {resumed.optimizer.get_last_lr()}')
 resumed_losses = resumed.train(range(start, EPOCHS))
-assert resumed_losses == losses[start * steps_per_epoch:], 'a resumed run must repeat the losses exactly'
-assert same(resumed.snapshot(), original.snapshot()), 'and end with the same parameters and optimizer'
+assert resumed_losses == losses[start * steps_per_epoch:], \
+    'a resumed run must repeat the losses exactly'
+assert same(resumed.snapshot(), original.snapshot()), \
+    'and end with the same parameters and optimizer'
 print('the resumed run repeats the uninterrupted one bit for bit')
 
 figure, axes = plt.subplots(figsize=(6.4, 3.6))
 axes.plot(losses, lw=1.5, label='uninterrupted run')
-axes.plot(np.arange(start * steps_per_epoch, len(losses)), resumed_losses, lw=1, ls='--',
+axes.plot(np.arange(start * steps_per_epoch, len(losses)), resumed_losses, 'C1--', lw=1,
           label='resumed from the checkpoint')
 axes.axvline(start * steps_per_epoch, color='grey', ls=':', label='checkpoint')
-axes.set(xlabel='step', ylabel='training loss', yscale='log', title='resuming repeats the run')
+axes.set(xlabel='step', ylabel='training loss', yscale='log',
+         title='resuming repeats the run')
 axes.legend()
 figure.tight_layout()
 figure.savefig(os.path.join(OUT, 'checkpoint_resume.png'), dpi=100)
@@ -197,7 +202,8 @@ print('saved', os.path.join(OUT, 'checkpoint_resume.png'))
 # %%
 with open(checkpoint, 'rb') as file:
     data = bytearray(file.read())
-corrupted, truncated = os.path.join(OUT, 'corrupted.msgpack'), os.path.join(OUT, 'truncated.msgpack')
+corrupted = os.path.join(OUT, 'corrupted.msgpack')
+truncated = os.path.join(OUT, 'truncated.msgpack')
 flipped = bytearray(data)
 flipped[len(data) // 2] ^= 0xFF
 with open(corrupted, 'wb') as file:
@@ -208,7 +214,8 @@ with open(truncated, 'wb') as file:
 spare = Run(seed=2)
 before = spare.snapshot()
 for path in (corrupted, truncated):
-    error = raised(stateopt.CheckpointError, stateopt.load_checkpoint, path, spare.checkpoint_target())
+    error = raised(stateopt.CheckpointError, stateopt.load_checkpoint, path,
+                   spare.checkpoint_target())
     print(f'{type(error).__name__}: {error}')
     assert same(spare.snapshot(), before), 'a failed load must change nothing'
 print('the targets are unchanged')
@@ -225,8 +232,8 @@ print('the targets are unchanged')
 narrow = Run(seed=0, n_hidden=64)
 narrow_checkpoint = os.path.join(OUT, 'narrow.msgpack')
 stateopt.save_checkpoint(narrow_checkpoint, narrow.checkpoint_target())
-error = raised(stateopt.CheckpointMismatchError, stateopt.load_checkpoint, narrow_checkpoint,
-               spare.checkpoint_target())
+error = raised(stateopt.CheckpointMismatchError, stateopt.load_checkpoint,
+               narrow_checkpoint, spare.checkpoint_target())
 print(f'{type(error).__name__}: {error}')
 assert "model/('hidden', 'weight')/weight" in str(error), 'the error names the entry'
 assert same(spare.snapshot(), before), 'a failed load must change nothing'
@@ -239,8 +246,8 @@ assert same(spare.snapshot(), before), 'a failed load must change nothing'
 # file keeps its bytes.
 
 # %%
-error = raised(FileExistsError, stateopt.save_checkpoint, checkpoint, spare.checkpoint_target(),
-               overwrite=False)
+error = raised(FileExistsError, stateopt.save_checkpoint, checkpoint,
+               spare.checkpoint_target(), overwrite=False)
 print(f'FileExistsError: {error}')
 with open(checkpoint, 'rb') as file:
     assert file.read() == data, 'the existing file is untouched'
@@ -262,7 +269,7 @@ spare.train(range(1))
 pending.wait()
 reloaded = Run(seed=3)
 stateopt.load_checkpoint(background, reloaded.checkpoint_target())
-assert same(reloaded.snapshot(), at_call), 'the file holds the values at the time of the call'
+assert same(reloaded.snapshot(), at_call), 'the file holds the values at the call'
 assert not same(spare.snapshot(), at_call), 'while training went on'
 print(f'{pending}: holds the initial values, the run is one epoch further')
 
@@ -277,12 +284,15 @@ print(f'{pending}: holds the initial values, the run is one epoch further')
 # %%
 evaluation = Run(seed=4)
 evaluation_target = {'model': evaluation.params, 'best_accuracy': 0.0}
-error = raised(stateopt.CheckpointMismatchError, stateopt.load_checkpoint, checkpoint, evaluation_target)
+error = raised(stateopt.CheckpointMismatchError, stateopt.load_checkpoint, checkpoint,
+               evaluation_target)
 print(f'strict=True: {error}')
 result = stateopt.load_checkpoint(checkpoint, evaluation_target, strict=False)
-print(f'strict=False: missing {result.missing_keys}, unexpected {result.unexpected_keys}')
+print(f'strict=False: missing {result.missing_keys}, '
+      f'unexpected {result.unexpected_keys}')
 assert result.missing_keys == ['best_accuracy']
 assert sorted(result.unexpected_keys) == ['epoch', 'optimizer']
 assert evaluation.test_accuracy() == saved_accuracy, 'the model is the one saved'
-assert int(evaluation.optimizer.step_count.value) == 0, 'the optimizer was not in the target'
-print(f'the evaluation model has the saved test accuracy, {evaluation.test_accuracy():.3f}')
+assert int(evaluation.optimizer.step_count.value) == 0, 'the optimizer was not loaded'
+print(f'the evaluation model has the saved test accuracy, '
+      f'{evaluation.test_accuracy():.3f}')

@@ -33,20 +33,17 @@ import time
 import brainstate
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from sklearn.datasets import load_digits
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-
-import stateopt  # noqa: E402
+import stateopt
 
 FAST = os.environ.get('STATEOPT_FAST') == '1'
 OUT = os.environ.get('STATEOPT_OUT', 'outputs')
 os.makedirs(OUT, exist_ok=True)
-ITERATIONS = 30 if FAST else 100          # L-BFGS steps, and the budget Adam is first compared at
+ITERATIONS = 30 if FAST else 100    # L-BFGS steps; Adam is first compared after as many
 ADAM_ITERATIONS = 300 if FAST else 2000
 L2 = 1e-2
 
@@ -64,7 +61,7 @@ y = jnp.asarray(digits.target, jnp.int32)
 
 
 def new_problem():
-    """A freshly initialised (seed 0) logistic regression, its parameters and its loss closure."""
+    """A new (seed 0) logistic regression, its parameters and its loss closure."""
     brainstate.random.seed(0)
     model = brainstate.nn.Linear(64, 10)
     params = model.states(brainstate.ParamState)
@@ -79,8 +76,11 @@ def new_problem():
 
 def gradient_norm(params, loss_fn):
     """The norm of the loss's gradient at the current parameters."""
-    return brainstate.transform.jit(
-        lambda: optax.global_norm(brainstate.transform.grad(loss_fn, grad_states=params)()))
+    def norm():
+        grads = brainstate.transform.grad(loss_fn, grad_states=params)()
+        return optax.global_norm(grads)
+
+    return brainstate.transform.jit(norm)
 
 
 # %% [markdown]
@@ -110,8 +110,9 @@ for iteration in range(ITERATIONS):
 lbfgs['seconds'] = time.perf_counter() - started
 lbfgs['final_loss'] = float(loss_fn())
 training_accuracy = float(jnp.mean(jnp.argmax(model(x), axis=1) == y))
-print(f'L-BFGS after {ITERATIONS} steps ({lbfgs["seconds"]:.2f} s, compilation included): loss '
-      f'{lbfgs["final_loss"]:.6f}, gradient norm {float(lbfgs_norm()):.2e}, '
+print(f'L-BFGS after {ITERATIONS} steps ({lbfgs["seconds"]:.2f} s, compilation '
+      f'included): loss {lbfgs["final_loss"]:.6f}, '
+      f'gradient norm {float(lbfgs_norm()):.2e}, '
       f'training accuracy {training_accuracy:.3f}')
 
 # %% [markdown]
@@ -137,7 +138,8 @@ adam_norm = gradient_norm(params, loss_fn)
 
 @brainstate.transform.jit
 def adam_step():
-    grads, loss = brainstate.transform.grad(loss_fn, grad_states=params, return_value=True)()
+    grads, loss = brainstate.transform.grad(loss_fn, grad_states=params,
+                                            return_value=True)()
     optimizer.update(grads)
     return loss
 
@@ -149,7 +151,8 @@ for _ in range(ADAM_ITERATIONS):
     adam['loss'].append(float(adam_step()))
 adam['seconds'] = time.perf_counter() - started
 adam['final_loss'] = float(loss_fn())
-print(f'Adam after {ADAM_ITERATIONS} steps ({adam["seconds"]:.2f} s, compilation included): '
+print(f'Adam after {ADAM_ITERATIONS} steps ({adam["seconds"]:.2f} s, '
+      f'compilation included): '
       f'loss {adam["final_loss"]:.6f}, gradient norm {float(adam_norm()):.2e}')
 
 # %% [markdown]
@@ -163,22 +166,27 @@ print(f'Adam after {ADAM_ITERATIONS} steps ({adam["seconds"]:.2f} s, compilation
 TOLERANCE = 1e-4
 lowest = min(lbfgs['final_loss'], adam['final_loss'], *lbfgs['loss'], *adam['loss'])
 lbfgs_gap, adam_gap = lbfgs['final_loss'] - lowest, adam['loss'][ITERATIONS] - lowest
-print(f'distance to the lowest loss after {ITERATIONS} steps: L-BFGS {lbfgs_gap:.1e}, Adam {adam_gap:.1e}')
-assert adam_gap > 100 * max(lbfgs_gap, 1e-6), 'L-BFGS gets far closer in the same number of steps'
+print(f'distance to the lowest loss after {ITERATIONS} steps: '
+      f'L-BFGS {lbfgs_gap:.1e}, Adam {adam_gap:.1e}')
+assert adam_gap > 100 * max(lbfgs_gap, 1e-6), 'L-BFGS gets far closer in as many steps'
 
 
 def steps_to_tolerance(losses):
-    """The number of steps after which the loss is within TOLERANCE of the lowest, or None."""
+    """The steps after which the loss is within TOLERANCE of the lowest, or None."""
     within = np.flatnonzero(np.array(losses) <= lowest + TOLERANCE)
     return int(within[0]) if len(within) else None
 
 
-lbfgs_steps, adam_steps = steps_to_tolerance(lbfgs['loss']), steps_to_tolerance(adam['loss'])
-for name, steps, budget in (('L-BFGS', lbfgs_steps, ITERATIONS), ('Adam', adam_steps, ADAM_ITERATIONS)):
-    print(f'{name} comes within {TOLERANCE:g} of the lowest loss '
-          + (f'after {steps} steps' if steps is not None else f'in none of its {budget} steps'))
+lbfgs_steps = steps_to_tolerance(lbfgs['loss'])
+adam_steps = steps_to_tolerance(adam['loss'])
+for name, steps, budget in (('L-BFGS', lbfgs_steps, ITERATIONS),
+                            ('Adam', adam_steps, ADAM_ITERATIONS)):
+    reached = (f'after {steps} steps' if steps is not None
+               else f'in none of its {budget} steps')
+    print(f'{name} comes within {TOLERANCE:g} of the lowest loss {reached}')
 if not FAST:
-    assert lbfgs_steps is not None and (adam_steps is None or adam_steps > 10 * lbfgs_steps)
+    assert lbfgs_steps is not None
+    assert adam_steps is None or adam_steps > 10 * lbfgs_steps
 
 figure, (loss_axes, norm_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
 for name, run in (('L-BFGS (zoom line search)', lbfgs), ('Adam, lr=0.01', adam)):
@@ -188,7 +196,8 @@ for name, run in (('L-BFGS (zoom line search)', lbfgs), ('Adam, lr=0.01', adam))
     norm_axes.plot(step_numbers, run['grad_norm'], label=name)
 loss_axes.set(xlabel='step', ylabel='loss - lowest loss', xscale='log', yscale='log',
               title='distance to the minimum')
-norm_axes.set(xlabel='step', ylabel='gradient norm', xscale='log', yscale='log', title='gradient norm')
+norm_axes.set(xlabel='step', ylabel='gradient norm', xscale='log', yscale='log',
+              title='gradient norm')
 for axes in (loss_axes, norm_axes):
     axes.axvline(ITERATIONS, color='grey', ls=':')
     axes.legend(loc='lower left')

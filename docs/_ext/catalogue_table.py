@@ -1,7 +1,8 @@
 """Writes the optimizer catalogue table from the optimizer classes when the docs are built.
 
-Each row shows a class, its constructor's parameters and defaults, the rule its docstring
-states, and where that rule comes from, so the table cannot drift from the code.
+Each row shows a class, the rule its docstring states and where that rule comes from, and the
+hyper-parameters it adds to the shared ones, so the table cannot drift from the code. The full
+signature, with defaults, is on each class's page; the table leaves it out to fit the page.
 """
 
 from __future__ import annotations
@@ -11,40 +12,59 @@ import os
 
 import stateopt
 
+#: The options of the chain every optimizer runs; a row lists the parameters beyond these.
+SHARED = ('lr', 'weight_decay', 'grad_clip_norm', 'grad_clip_value', 'maximize')
+
 
 def _source(cls: type, rule: str) -> str:
     if 'torch' in rule:
-        return 'torch (checked against torch 2.13 trajectories)'
+        return "torch's rule, checked against torch 2.13"
     if cls is stateopt.Momentum or cls is stateopt.MomentumNesterov:
-        return 'torch (SGD with momentum)'
+        return "torch's SGD with momentum"
     if 'optax' in rule:
-        return 'paper, via optax'
-    return 'paper'
+        return 'the paper, via optax'
+    return 'the paper'
 
 
-def _parameters(cls: type) -> str:
-    shown = []
-    for name, parameter in inspect.signature(cls.__init__).parameters.items():
-        if name == 'self':
-            continue
-        default = parameter.default
-        shown.append(name if default is inspect.Parameter.empty else f'{name}={default!r}')
-    return ', '.join(shown)
+def _parameters(cls: type) -> list[str]:
+    return [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
+
+
+def _classes() -> list[tuple[str, type]]:
+    """(name, class) of every optimizer, each class once (NAdam is Nadam)."""
+    seen, classes = set(), []
+    for name in stateopt.OPTIMIZERS:
+        cls = getattr(stateopt, name)
+        if cls not in seen:
+            seen.add(cls)
+            classes.append((name, cls))
+    return classes
+
+
+def _shared_note(classes: list[tuple[str, type]]) -> str:
+    """Which optimizers take which shared option, read from the signatures."""
+    everywhere, exceptions = [], []
+    for option in SHARED:
+        without = [name for name, cls in classes if option not in _parameters(cls)]
+        if not without:
+            everywhere.append(f'`{option}`')
+        else:
+            exceptions.append(f'`{option}` (all but {", ".join(without)})')
+    return (f'Every optimizer takes {", ".join(everywhere[:-1])} and {everywhere[-1]}, and '
+            f'{", ".join(exceptions)}; the last column lists the hyper-parameters each adds to these. '
+            "A class's page shows its full signature with the defaults.")
 
 
 def generate(app) -> None:
     out = os.path.join(app.srcdir, '_generated')
     os.makedirs(out, exist_ok=True)
-    lines = ['| optimizer | parameters | rule | source |', '| --- | --- | --- | --- |']
-    seen = set()
-    for name in stateopt.OPTIMIZERS:
-        cls = getattr(stateopt, name)
-        if cls in seen:          # NAdam is Nadam
-            continue
-        seen.add(cls)
+    classes = _classes()
+    lines = [_shared_note(classes), '',
+             '| optimizer | rule | its own hyper-parameters |', '| --- | --- | --- |']
+    for name, cls in classes:
         rule = (inspect.getdoc(cls) or '').splitlines()[0].replace('|', '\\|')
-        link = f'{{class}}`~stateopt.{name}`'
-        lines.append(f'| {link} | `{_parameters(cls)}` | {rule} | {_source(cls, rule)} |')
+        own = ', '.join(f'`{parameter}`' for parameter in _parameters(cls) if parameter not in SHARED)
+        lines.append(f'| {{class}}`~stateopt.{name}` | {rule} *({_source(cls, rule)})* | {own} |')
     with open(os.path.join(out, 'catalogue_table.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 

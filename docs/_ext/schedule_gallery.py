@@ -1,7 +1,8 @@
 """Draws every scheduler's lr curve when the documentation is built.
 
 Writes ``_generated/schedules/<name>.png`` and ``_generated/schedule_gallery.md``, which
-the schedulers page includes, so each picture always shows the current code.
+the schedulers page includes, and ``_generated/schedules/schedule_overview.png``, eight of
+them side by side for the front page, so each picture always shows the current code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import stateopt  # noqa: E402
 
 STEPS = 120
+#: The schedules the front page shows, in the order shown.
+OVERVIEW = ('StepLR', 'CosineAnnealingWarmRestarts', 'OneCycleLR', 'WarmupCosineSchedule',
+            'CyclicLR triangular2', 'PolynomialLR', 'SequentialLR', 'ChainedScheduler')
 
 
 def _gallery() -> list[tuple[str, str, object]]:
@@ -88,18 +92,41 @@ def _plateau_curve():
     return lrs
 
 
+def _with_two_groups(make):
+    """A fresh scheduler from ``make``, attached to an SGD with a second group added at ``lr=0.05``."""
+    scheduler = make()
+    optimizer = stateopt.SGD(lr=scheduler, momentum=0.9).register_trainable_weights(
+        {'w': brainstate.ParamState(jnp.zeros(1))})
+    optimizer.add_param_group({'b': brainstate.ParamState(jnp.zeros(1))}, lr=0.05)
+    return scheduler
+
+
+def _overview(path: str) -> None:
+    makers = {name: make for name, _, make in _gallery()}
+    figure, grid = plt.subplots(2, 4, figsize=(9.2, 4.2), sharex=True, sharey=True, layout='constrained')
+    for axes, name in zip(grid.flat, OVERVIEW):
+        stateopt.plot_schedule(_with_two_groups(makers[name]), STEPS, ax=axes)
+        axes.set_title(name, fontsize=9)
+        axes.set(xlabel='', ylabel='')
+        axes.get_legend().remove()
+        axes.tick_params(labelsize=8)
+    figure.supxlabel('step', fontsize=9)
+    figure.supylabel('learning rate', fontsize=9)
+    figure.legend(grid.flat[0].get_lines(), ['base lr 0.1', 'a group added with lr=0.05'],
+                  loc='outside upper center', ncols=2, fontsize=8)
+    figure.savefig(path, dpi=160)
+    plt.close(figure)
+
+
 def generate(app) -> None:
     out = os.path.join(app.srcdir, '_generated')
     os.makedirs(os.path.join(out, 'schedules'), exist_ok=True)
+    _overview(os.path.join(out, 'schedules', 'schedule_overview.png'))
     lines = ['| schedule | lr of two param groups: base lr 0.1, and one added with `lr=0.05` (OneCycleLR and '
              'CyclicLR set absolute lrs, so their two curves coincide) |',
              '| --- | --- |']
     for name, shown, make in _gallery():
-        scheduler = make()
-        optimizer = stateopt.SGD(lr=scheduler, momentum=0.9).register_trainable_weights(
-            {'w': brainstate.ParamState(jnp.zeros(1))})
-        optimizer.add_param_group({'b': brainstate.ParamState(jnp.zeros(1))}, lr=0.05)
-        figure, axes = stateopt.plot_schedule(scheduler, STEPS)
+        figure, axes = stateopt.plot_schedule(_with_two_groups(make), STEPS)
         axes.set_title(name)
         file = name.replace(' ', '_') + '.png'
         figure.set_size_inches(4.2, 2.6)
