@@ -17,6 +17,7 @@ import brainstate
 import optax
 from optax import contrib
 
+from ._groups import to_python as _to_python
 from ._hyper import (
     Hyper,
     betas,
@@ -29,7 +30,7 @@ from ._hyper import (
     positive_int,
     unit_interval,
 )
-from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, _check_direction, _to_python
+from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, _check_direction
 from ._optimizers import FLAG, LR
 from ._state import UniqueStateManager, unflatten
 from ._transforms_more import (

@@ -29,9 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._groups import to_python as _to_python
 from ._hyper import check_number, inside_jax_transform, is_traced
-from ._optimizer import OptaxOptimizer, StateDictKeyError, _checked_array, _received, _to_python
+from ._optimizer import OptaxOptimizer
 from ._state import OptimState
+from ._state_dict import StateDictKeyError, _checked_array, _received
 
 __all__ = [
     'LRScheduler', 'StepLR', 'MultiStepLR', 'ExponentialLR', 'ExponentialDecayLR',

@@ -34,7 +34,8 @@ from typing import Any
 
 from . import _optimizers, _optimizers_more, _optimizers_torch
 from ._chain import chain_update
-from ._optimizer import OptaxOptimizer, _as_dynamic
+from ._groups import as_dynamic as _as_dynamic
+from ._optimizer import OptaxOptimizer
 
 __all__ = ['init', 'update', 'step', 'OPTIMIZERS']
 

@@ -1,0 +1,484 @@
+"""State dicts: everything needed to resume, keyed by parameter names, checked before anything loads."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _hyper
+from ._donation import RAW as _RAW
+from ._groups import ParamGroup, as_dynamic, to_python
+from ._hyper import is_traced
+from ._state import ReadableKeyError
+
+__all__ = ['StateDicts', 'StateDictKeyError']
+
+
+class StateDicts:
+    """The state-dict part of :class:`stateopt.OptaxOptimizer`."""
+
+    # -- state dicts -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume, keyed by parameter names (never by position).
+
+        Returns
+        -------
+        dict
+            ``optimizer_class`` (the class name, ``'AdamW'``); ``step_count``;
+            ``param_groups`` (each with its parameter names and its hyper-parameters);
+            ``state`` (``{param name: {slot: array}}``, the moments); ``group_state``
+            (per group, the slots no parameter owns, like step counts); and
+            ``lr_scheduler`` (the attached scheduler's state, or ``None``).
+        """
+        names = self._registry.names
+        groups, group_state, per_param = [], [], {}
+        for group, state in zip(self._groups, self.opt_state.value):
+            owned = {names[i] for i in group._positions}
+            record = {'params': [names[i] for i in group._positions]}
+            for key in self._hyperparams:
+                if _in_state_dict(group, key):
+                    record[key] = group[key]
+            groups.append(record)
+            slots = {}
+            for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+                owner, slot = _split_slot(path, owned)
+                if owner is None:
+                    slots[slot] = leaf
+                else:
+                    per_param.setdefault(owner, {})[slot] = leaf
+            group_state.append(slots)
+        return {
+            'optimizer_class': type(self).__name__,
+            'step_count': self.step_count.value,
+            'param_groups': groups,
+            'state': per_param,
+            'group_state': group_state,
+            'lr_scheduler': None if self._scheduler is None else self._scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: Mapping, strict: bool = True) -> None:
+        """Restore :meth:`state_dict` output, after checking all of it.
+
+        The groups must hold the same parameter names, static hyper-parameters must
+        agree, every array must have the shape and dtype of the one it replaces, and
+        every value must be one a run can produce: counts are integers >= 0, the
+        optimizer's state is finite, and the slots no run makes negative (second
+        moments, accumulated squares, step sizes) are >= 0. On any mismatch a
+        ``ValueError`` (``KeyError`` for a missing or unknown entry, ``TypeError`` for
+        something that is not a dict) names the entry and nothing changes.
+
+        Parameters
+        ----------
+        state_dict : dict
+            What :meth:`state_dict` returned. State dicts without ``optimizer_class``
+            (written before it was recorded) load as well.
+        strict : bool
+            If False, the state dict of another optimizer class (``optimizer_class``)
+            loads with a warning, provided its groups, hyper-parameters and slots fit
+            this optimizer. Everything else is checked either way.
+        """
+        step_count, new_states, hyper_values, scheduler_state, other_class = \
+            self._checked_state_dict(state_dict, strict)
+        if other_class is not None:
+            warnings.warn(f'loading the state dict of {other_class!r} into {type(self).__name__!r} '
+                          f'(strict=False): its groups, hyper-parameters and slots fit, but another '
+                          f'algorithm wrote them', UserWarning, stacklevel=2)
+        self.step_count.value = step_count
+        self.opt_state.value = new_states
+        for group, values in zip(self._groups, hyper_values):
+            group._hyper.value = {**_RAW(group._hyper), **values}
+        if self._scheduler is not None:
+            self._scheduler.load_state_dict(scheduler_state)
+
+    def check_state_dict(self, state_dict: Mapping, strict: bool = True) -> None:
+        """Raise what :meth:`load_state_dict` would raise for ``state_dict``; change nothing."""
+        self._checked_state_dict(state_dict, strict)
+
+    def _checked_state_dict(self, state_dict: Mapping, strict: bool = True) -> tuple:
+        """What :meth:`load_state_dict` writes, after checking all of it.
+
+        ``(step count, optimizer states, dynamic hyper-parameters per group, scheduler
+        state, the other optimizer class whose state dict this is or None)``.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f'load_state_dict expects a dict (what state_dict() returns), got '
+                            f'{_received(state_dict)}')
+        required = ('step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler')
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise StateDictKeyError(f'the state dict has no {", ".join(missing)}; pass what '
+                                    f'state_dict() returns')
+        unknown = sorted(map(repr, set(state_dict) - {*required, 'optimizer_class'}))
+        if unknown:
+            raise StateDictKeyError(f'the state dict has the unknown entries {", ".join(unknown)}; its '
+                                    f'entries are optimizer_class, {", ".join(required)}')
+        other_class = self._checked_class(state_dict, strict)
+        step_count = _checked_slot('step_count', state_dict['step_count'], _RAW(self.step_count),
+                                   'it counts steps')
+        count = len(self._groups)
+        saved_groups = _checked_per_group('param_groups', state_dict['param_groups'], count, 'dicts')
+        names = self._registry.names
+        hyper_values = [self._checked_group(index, group, saved, names)
+                        for index, (group, saved) in enumerate(zip(self._groups, saved_groups))]
+        saved_state = _checked_slot_dicts(state_dict['state'], names)
+        saved_group_state = _checked_per_group('group_state', state_dict['group_state'], count,
+                                               'dicts {slot: array}')
+        for index, slots in enumerate(saved_group_state):
+            if not isinstance(slots, Mapping):
+                raise ValueError(f'group_state[{index}] must be a dict {{slot: array}}, got '
+                                 f'{_received(slots)}')
+        used = {**{(None, index): set() for index in range(count)},
+                **{(name, None): set() for name in saved_state}}
+        new_states = []
+        for index, (group, current) in enumerate(zip(self._groups, _RAW(self.opt_state))):
+            never_negative = _never_negative_slots(type(self), group)
+            owned = {names[i] for i in group._positions}
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(current)
+            restored = []
+            for path, leaf in leaves:
+                owner, slot = _split_slot(path, owned)
+                if owner is None:
+                    where, slots, seen = f'group_state[{index}]', saved_group_state[index], used[None, index]
+                elif owner in saved_state:
+                    where, slots, seen = f'state[{owner!r}]', saved_state[owner], used[owner, None]
+                else:
+                    raise StateDictKeyError(f'state[{owner!r}] is missing: the state dict has no optimizer '
+                                            f'state for the parameter {owner!r}')
+                if slot not in slots:
+                    raise StateDictKeyError(f'{where}[{slot!r}] is missing')
+                seen.add(slot)
+                reason = (f"{type(self).__name__}'s {slot} is never negative"
+                          if _covers(never_negative, slot) else None)
+                restored.append(_checked_slot(f'{where}[{slot!r}]', slots[slot], leaf, reason))
+            new_states.append(treedef.unflatten(restored))
+        for (owner, index), seen in used.items():
+            slots = saved_group_state[index] if owner is None else saved_state[owner]
+            leftover = sorted(map(repr, set(slots) - seen))
+            if leftover:
+                where = f'group_state[{index}]' if owner is None else f'state[{owner!r}]'
+                raise StateDictKeyError(f'{where} has the unknown slots {", ".join(leftover)}; this '
+                                        f'optimizer keeps {", ".join(map(repr, sorted(seen))) or "none"}')
+        scheduler_state = state_dict['lr_scheduler']
+        if self._scheduler is None and scheduler_state is not None:
+            raise ValueError(f'lr_scheduler holds {_received(scheduler_state)}, but this optimizer has no '
+                             f'lr scheduler; build it with the scheduler it was saved with (lr=scheduler)')
+        if self._scheduler is not None:
+            if scheduler_state is None:
+                raise ValueError(f'lr_scheduler is None, but this optimizer has an lr scheduler (a '
+                                 f'{type(self._scheduler).__name__}); the state dict was saved from an '
+                                 f'optimizer without one')
+            self._scheduler._check_state_dict(scheduler_state)
+        return step_count, tuple(new_states), hyper_values, scheduler_state, other_class
+
+    def _checked_class(self, state_dict: Mapping, strict: bool) -> str | None:
+        """The other optimizer class that wrote ``state_dict`` (None if this one), if allowed."""
+        mine = type(self).__name__
+        if 'optimizer_class' not in state_dict:
+            return None
+        saved = _plain_string(state_dict['optimizer_class'])
+        if saved is None:
+            raise ValueError(f'optimizer_class must be the name of the optimizer class that wrote the '
+                             f'state dict, got {_received(state_dict["optimizer_class"])}')
+        if saved == mine:
+            return None
+        if strict:
+            raise ValueError(f'optimizer_class is {saved!r}, but this optimizer is {mine!r}: the state '
+                             f'dict was written by another optimizer class. Load it into a {saved}, or '
+                             f'pass strict=False to load it anyway (its groups, hyper-parameters and '
+                             f'slots must still fit)')
+        return saved
+
+    def _checked_group(self, index: int, group: ParamGroup, saved: Any, names: tuple) -> dict:
+        """The dynamic values of one saved group, after checking it against ``group``."""
+        where = f'param_groups[{index}]'
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"{where} must be a dict of the group's parameter names and "
+                             f'hyper-parameters, got {_received(saved)}')
+        if 'params' not in saved:
+            raise StateDictKeyError(f"{where}['params'] is missing (the names of the group's parameters)")
+        saved_names = _param_names(saved['params'])
+        if saved_names is None:
+            raise ValueError(f"{where}['params'] must be a list of parameter names, got "
+                             f"{_received(saved['params'])}")
+        if sorted(saved_names) != sorted(group.names):
+            raise ValueError(f"{where}['params'] holds the parameters {sorted(saved_names)}, but group "
+                             f'{index} of this optimizer holds {sorted(group.names)}')
+        values = {}
+        for key, spec in self._hyperparams.items():
+            if not _in_state_dict(group, key):
+                continue
+            entry = f'{where}[{key!r}]'
+            if key not in saved:
+                raise StateDictKeyError(f'{entry} is missing')
+            current, value = group[key], saved[key]
+            if key in group._static:
+                if not _same_static(value, current):
+                    raise ValueError(f'{entry} is {_received(value)}, but this optimizer has {current!r}; '
+                                     f'it is fixed when a group is created, so build the group with the '
+                                     f'saved value to load this state dict')
+                continue
+            if isinstance(current, tuple):
+                if not isinstance(value, (tuple, list)) or len(value) != len(current):
+                    raise ValueError(f'{entry} must be {len(current)} numbers, got {_received(value)}')
+                value = tuple(_scalar(f'{entry}[{i}]', v) for i, v in enumerate(value))
+            else:
+                value = _scalar(entry, value)
+            spec.check(entry, to_python(value))
+            values[key] = as_dynamic(value)
+        unknown = sorted(map(repr, set(saved) - set(self._hyperparams) - {'params'}))
+        if unknown:
+            raise StateDictKeyError(f'{where} has the unknown keys {", ".join(unknown)}; the '
+                                    f'hyper-parameters of {type(self).__name__} are '
+                                    f'{", ".join(map(repr, self._hyperparams))}')
+        return values
+
+
+def _in_state_dict(group: ParamGroup, key: str) -> bool:
+    """Whether state dicts carry the group's hyper-parameter ``key``.
+
+    They carry data: numbers, flags, strings. A schedule given as ``lr``, ``tx``, and
+    static values that are functions, transforms or optimizers (a Lookahead's base
+    optimizer, Sophia's Hessian estimator) are fixed by the code that builds the optimizer.
+    """
+    if key == 'tx' or (key == 'lr' and group._lr_schedule is not None):
+        return False
+    return key not in group._static or all(
+        isinstance(leaf, (bool, int, float, str)) for leaf in jax.tree.leaves(group._static[key]))
+
+
+def _split_slot(path: tuple, owners: set) -> tuple[str | None, str]:
+    """Split a state leaf's path into (owning parameter name or None, slot name)."""
+    owner, parts = None, []
+    for entry in path:
+        key = entry.key if isinstance(entry, jax.tree_util.DictKey) else None
+        if owner is None and key in owners:
+            owner = key
+            continue
+        parts.append(str(_entry_name(entry)))
+    return owner, '.'.join(parts)
+
+
+def _entry_name(entry: Any) -> Hashable:
+    for attr in ('name', 'key', 'idx'):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return entry
+
+
+class StateDictKeyError(ReadableKeyError):
+    """A missing or unknown entry of a state dict, with a message that reads as written."""
+
+
+#: Optimizer class name -> the slots of its state that no run makes negative: second moments
+#: and other accumulators of squares or absolute values, step sizes, averaging weights. A name
+#: covers the slot of that name and the slots under it ('variance' covers 'variance.row'); a
+#: class without an entry has its nearest base class's. The other floating slots (first
+#: moments, previous gradients, parameter copies, Hessian estimates) may be negative.
+_NEVER_NEGATIVE_SLOTS: dict[str, tuple[str, ...]] = {
+    'Adam': ('exp_avg_sq', 'max_exp_avg_sq'),
+    'Adagrad': ('sum',),
+    'Adadelta': ('square_avg', 'acc_delta'),
+    'RMSprop': ('square_avg',),
+    'Adamax': ('exp_inf',),
+    'Nadam': ('exp_avg_sq', 'mu_product'),
+    'RAdam': ('exp_avg_sq',),
+    'Rprop': ('step_factor',),
+    'Adafactor': ('variance',),
+    'Lamb': ('0.nu',),
+    'Yogi': ('nu',),
+    'AdaBelief': ('nu',),
+    'SM3': ('mu',),
+    'Novograd': ('nu',),
+    'Muon': ('inner_states.adam.inner_state.nu',),
+    '_ScheduleFree': ('weight_sum', 'max_lr'),
+    'ScheduleFreeAdamW': ('weight_sum', 'max_lr', 'base_state.0.nu'),
+    'Prodigy': ('exp_avg_sq', 'estim_lr'),
+    'ADOPT': ('nu',),
+    'Adan': ('exp_avg_sq',),
+    'NAdamW': ('nu',),
+}
+
+
+#: Optimizer class name -> (the static hyper-parameter that may hold a stateopt optimizer, the
+#: prefix of that optimizer's slots in the group's state): its never-negative slots count too.
+_INNER_OPTIMIZER_SLOTS: dict[str, tuple[str, str]] = {'Lookahead': ('base_optimizer', 'fast_state.')}
+
+
+def _declared(table: dict, optimizer: type) -> Any:
+    """The entry of ``optimizer``'s nearest class (itself or a base) in ``table``, or None."""
+    return next((table[cls.__name__] for cls in optimizer.__mro__ if cls.__name__ in table), None)
+
+
+def _never_negative_slots(optimizer: type, group: ParamGroup) -> tuple[str, ...]:
+    """The slots of ``group``'s state that no run of ``optimizer`` makes negative."""
+    names = _declared(_NEVER_NEGATIVE_SLOTS, optimizer) or ()
+    inner = _declared(_INNER_OPTIMIZER_SLOTS, optimizer)
+    if inner is not None and isinstance(group._static.get(inner[0]), StateDicts):
+        base = group._static[inner[0]]
+        names += tuple(inner[1] + name for name in _never_negative_slots(type(base), base._groups[0]))
+    return names
+
+
+def _covers(names: tuple[str, ...], slot: str) -> bool:
+    return any(slot == name or slot.startswith(name + '.') for name in names)
+
+
+def _checked_per_group(name: str, saved: Any, count: int, what: str) -> list | tuple:
+    """``saved``, a state dict's list with one entry per param group, or an error naming ``name``."""
+    if not isinstance(saved, (list, tuple)):
+        raise ValueError(f'{name} must be a list of {count} {what}, one per param group, got '
+                         f'{_received(saved)}')
+    if len(saved) != count:
+        raise ValueError(f'{name} holds {len(saved)} entries, but this optimizer has {count} param '
+                         f'groups; add the same groups (add_param_group) before loading')
+    return saved
+
+
+def _received(value: Any) -> str:
+    """A value found in a state dict, as errors describe it: ``a float32 array of shape (3,)``."""
+    if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+        return f'a {getattr(value.dtype, "name", value.dtype)} array of shape {tuple(np.shape(value))}'
+    if isinstance(value, Mapping):
+        return f'a dict of {len(value)} entries'
+    if isinstance(value, (list, tuple)):
+        return f'a {type(value).__name__} of {len(value)} items'
+    return 'None' if value is None else f'the {type(value).__name__} {value!r}'
+
+
+def _plain_string(value: Any) -> str | None:
+    """``value`` as a str if it is one (a 0-d numpy string array included), else None."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == 'U':
+        return str(value)
+    return None
+
+
+def _param_names(value: Any) -> list[str] | None:
+    """A saved group's ``params``: a list of parameter names, or None if it is something else."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    names = [_plain_string(name) for name in value]
+    return None if None in names else names
+
+
+def _same_static(saved: Any, current: Any) -> bool:
+    """Whether a saved static hyper-parameter (flag, string, number, None or tuple) is ``current``."""
+    if isinstance(current, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(current) and \
+            all(map(_same_static, saved, current))
+    if isinstance(saved, (np.ndarray, np.generic, jax.Array)):
+        if np.shape(saved) != ():
+            return False
+        saved = np.asarray(saved).item()
+    return isinstance(saved, bool) == isinstance(current, bool) and type(saved == current) is bool \
+        and saved == current
+
+
+def _checked_slot_dicts(saved_state: Any, names: tuple) -> Mapping:
+    """A saved ``state``: a dict ``{param name: {slot: array}}`` over this optimizer's parameters."""
+    if not isinstance(saved_state, Mapping):
+        raise ValueError(f'state must be a dict {{param name: {{slot: array}}}}, got '
+                         f'{_received(saved_state)}')
+    known = set(names)
+    unknown = sorted((key for key in saved_state if key not in known), key=repr)
+    if unknown:
+        shown = ', '.join(map(repr, names[:8])) + (f', ... ({len(names)} in all)' if len(names) > 8 else '')
+        raise StateDictKeyError(f'{", ".join(f"state[{key!r}]" for key in unknown)}: this optimizer has no '
+                                f'parameter of that name; its parameters are {shown or "none"}')
+    for key, slots in saved_state.items():
+        if not isinstance(slots, Mapping):
+            raise ValueError(f'state[{key!r}] must be a dict {{slot: array}}, got {_received(slots)}')
+    return saved_state
+
+
+def _checked_array(where: str, value: Any, like: Any) -> jax.Array:
+    """``value`` as a jax array with ``like``'s shape and dtype, or a ValueError naming ``where``.
+
+    An array must have ``like``'s dtype, except that integers may come in any integer
+    dtype whose range holds them (a count saved as int32 loads into an int64 one). A
+    Python number is taken exactly: a bool for a bool array, an int for an integer or
+    floating one, a float for a floating one (never truncated to an integer).
+    """
+    dtype, shape = np.dtype(jnp.result_type(like)), tuple(np.shape(like))
+    expected = f'{"an" if dtype.name[0] in "aeiou" else "a"} {dtype.name} array of shape {shape}'
+    integer = jnp.issubdtype(dtype, jnp.integer)
+    if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+        if tuple(np.shape(value)) != shape:
+            raise ValueError(f'{where} has shape {tuple(np.shape(value))}, expected {expected}')
+        got = np.dtype(value.dtype)
+        if got != dtype and not (integer and jnp.issubdtype(got, jnp.integer)):
+            raise ValueError(f'{where} has dtype {got.name}, expected {expected}')
+        numbers = _on_host(value) if got != dtype else None
+        if numbers is not None and numbers.size:
+            info, low, high = np.iinfo(dtype), int(numbers.min()), int(numbers.max())
+            if low < info.min or high > info.max:
+                raise ValueError(f'{where} holds values from {low} to {high}, outside the range of '
+                                 f'{dtype.name} ({info.min} to {info.max})')
+        return jnp.asarray(value, dtype=dtype)
+    if isinstance(value, bool):
+        fits = dtype == np.bool_
+    elif isinstance(value, int):
+        fits = integer or jnp.issubdtype(dtype, jnp.inexact)
+        if integer and fits and not np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
+            raise ValueError(f'{where} is {value}, outside the range of {dtype.name} '
+                             f'({np.iinfo(dtype).min} to {np.iinfo(dtype).max})')
+    elif isinstance(value, float):
+        fits = jnp.issubdtype(dtype, jnp.inexact)
+    else:
+        fits = False
+    if not fits or shape != ():
+        raise ValueError(f'{where} must be {expected}, got {_received(value)}')
+    return jnp.asarray(value, dtype=dtype)
+
+
+def _on_host(value: Any) -> np.ndarray | None:
+    """The numbers of an array as numpy, or None where they cannot be read here: traced, or
+    spread over several processes. Checks run on the host, which compiles nothing."""
+    if is_traced(value) or (isinstance(value, jax.Array) and not value.is_fully_addressable):
+        return None
+    return np.asarray(value)
+
+
+def _checked_slot(where: str, value: Any, like: Any, never_negative: str | None) -> jax.Array:
+    """An optimizer-state array (a count or a slot), refusing values no run produces.
+
+    Integer state is counts, never negative; floating state is finite, and ``>= 0``
+    where ``never_negative`` gives the reason. (The numbers of an array spread over
+    several processes are not checked.)
+    """
+    array = _checked_array(where, value, like)
+    numbers = _on_host(value if hasattr(value, 'dtype') else array)
+    if numbers is None or not numbers.size:
+        return array
+    if np.issubdtype(array.dtype, np.signedinteger):
+        never_negative = never_negative or 'it is a count'
+    elif jnp.issubdtype(array.dtype, jnp.inexact):
+        _refuse_where(where, numbers, ~np.isfinite(numbers), 'must be finite',
+                      'the state dict is damaged, or was saved after the run diverged')
+    if never_negative:
+        _refuse_where(where, numbers, numbers < 0, f'must be >= 0 ({never_negative})',
+                      'the state dict is damaged')
+    return array
+
+
+def _refuse_where(where: str, numbers: np.ndarray, bad: np.ndarray, rule: str, cause: str) -> None:
+    """Raise a ValueError naming the first element of ``numbers`` where ``bad`` holds, if any."""
+    if not bad.any():
+        return
+    first = np.unravel_index(int(np.argmax(bad)), numbers.shape)
+    at = f' at index {tuple(map(int, first))}' if numbers.ndim else ''
+    raise ValueError(f'{where} {rule}, but holds {numbers[first]}{at}; {cause}')
+
+
+def _scalar(where: str, value: Any) -> Any:
+    if is_traced(value):
+        return value
+    if not _hyper._is_real_scalar(value) or isinstance(value, bool):
+        raise ValueError(f'{where} must be a number, got {_received(value)}')
+    return float(np.asarray(value))

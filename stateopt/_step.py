@@ -1,0 +1,409 @@
+"""The compiled step: what it is specialised on, the pure update, and eager, traced and donated calls.
+
+One step is a pure function of (params, grads, optimizer states, hyper-parameters, count):
+inside a brainstate trace it is traced inline; outside, it is one cached ``jax.jit`` that
+donates the buffers it replaces (see :mod:`stateopt._donation`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._chain import chain_update, global_norm
+from ._donation import RAW as _RAW
+from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
+from ._groups import to_python
+from ._hyper import inside_jax_transform, is_traced
+from ._state import ReadableKeyError, _show
+
+__all__ = ['Stepping']
+
+
+def _signature(value: Any) -> tuple:
+    """Structure, shapes and dtypes of a parameter's value."""
+    leaves, treedef = jax.tree.flatten(value)
+    return treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+@dataclass(frozen=True)
+class _StepSpec:
+    """Everything the compiled step is specialised on.
+
+    It is hashable, so optimizers of the same class, structure and static
+    hyper-parameters share one compilation (a resumed run rebuilds its optimizer and
+    compiles nothing new).
+    """
+
+    optimizer: type         # the optimizer class: its algorithm and chain options
+    paths: tuple            # key paths of the registered States, in registration order
+    names: tuple            # their names
+    aliases: tuple          # (key path, position) of further keys of registered States
+    signatures: tuple       # (treedef, ((shape, dtype), ...)) of each value at registration
+    groups: tuple           # (positions, static hyper-parameter items, lr schedule) per group
+    any_clip_norm: bool
+    opt_treedef: Any        # structure of the optimizer state, passed as a list of leaves
+
+
+@dataclass(eq=False)
+class _Plan:
+    """An optimizer's compiled step and the States it updates; rebuilt when registration changes."""
+
+    states: tuple           # every registered State, in registration order
+    spec: _StepSpec
+    compiled: Any           # the eager jax.jit
+    schedules: tuple = ()   # (group index, schedule) of the groups with a non-empty lr schedule
+    guard: Any = None       # DonationGuard of the parameter values it donates
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_step(spec: _StepSpec) -> Callable:
+    """The eager step compiled for ``spec``, shared by every optimizer with an equal spec."""
+    return _compile_step(spec)
+
+
+def _compile_step(spec: _StepSpec) -> Callable:
+    def compiled(params, grads, opt_leaves, hypers, count, extra, static_extra):
+        # the optimizer state travels as a flat list of leaves: no dict keys to sort per call
+        new_params, new_states, count = spec.optimizer._pure_step(
+            spec, params, grads, spec.opt_treedef.unflatten(opt_leaves), hypers, count,
+            {**extra, **dict(static_extra)})
+        return new_params, jax.tree.leaves(new_states), count
+
+    return jax.jit(compiled, donate_argnums=(0, 2), static_argnums=(6,))
+
+
+class Stepping:
+    """The stepping part of :class:`stateopt.OptaxOptimizer`: ``update``, ``step`` and the compiled step."""
+
+    # -- the step -----------------------------------------------------------------------
+    def update(self, grads: Any, **extra_args: Any) -> None:
+        """Apply one step with ``grads`` (keyed as registered); same as :meth:`step`."""
+        self.step(grads, **extra_args)
+
+    def step(self, grads: Any = None, closure: Callable | None = None, **extra_args: Any) -> Any:
+        """Apply one optimization step; return the closure's loss, if any.
+
+        Parameters
+        ----------
+        grads : dict
+            Gradients keyed as the States were registered (what
+            ``brainstate.transform.grad(loss, grad_states=params)`` returns). A
+            callable given here is taken as ``closure`` (torch's ``step(closure)``).
+        closure : callable, optional
+            Re-evaluates the model and returns the loss, as in torch; it may instead
+            return ``(grads, loss)`` (``brainstate.transform.grad(...,
+            return_value=True)``), which supplies ``grads``.
+        **extra_args
+            Passed to the algorithm's update (for example L-BFGS's ``value``).
+
+        Raises
+        ------
+        KeyError, ValueError, TypeError
+            Missing or unknown keys, wrong shapes or dtypes, naming the key; States
+            or a ``(grads, loss)`` pair passed as grads. Nothing changes: not the
+            params, moments, step count or learning rates.
+        brainstate.TraceContextError
+            Called under a raw JAX transform (``jax.jit``, ``jax.vmap``,
+            ``jax.grad``, ``jax.lax.scan``, ...), which cannot carry State updates;
+            use ``brainstate.transform.jit`` (or ``stateopt.donating_jit``) and
+            brainstate's transforms instead.
+        """
+        grads, closure = self._closure_first(grads, closure)
+        loss = None
+        if closure is not None:
+            result = closure()
+            if isinstance(result, tuple) and len(result) == 2:
+                closure_grads, loss = result
+                grads = closure_grads if grads is None else grads
+            else:
+                loss = result
+        if grads is None:
+            raise ValueError('step needs grads, or a closure returning (grads, loss)')
+        plan = self._get_plan()
+        if is_traced(self.step_count.value):
+            self._traced_step(plan, grads, extra_args)
+        else:
+            if inside_jax_transform(grads, extra_args):
+                raise brainstate.TraceContextError(
+                    f'{type(self).__name__}.update was called inside a raw JAX transform (jax.jit, '
+                    f'jax.vmap, jax.grad, jax.lax.scan, ...), which cannot carry State updates out; '
+                    f'nothing was changed. Use brainstate.transform.jit (or stateopt.donating_jit) and '
+                    f"brainstate's own transforms (brainstate.transform.vmap, grad, for_loop, scan)")
+            self._eager_step(plan, grads, extra_args)
+        return loss
+
+    @staticmethod
+    def _closure_first(grads: Any, closure: Callable | None) -> tuple[Any, Callable | None]:
+        """``(grads, closure)`` with torch's ``step(closure)`` read as a closure."""
+        if callable(grads) and closure is None:
+            return None, grads
+        return grads, closure
+
+    def _get_plan(self) -> _Plan:
+        if self._plan is not None:
+            return self._plan
+        if not len(self._registry):
+            raise RuntimeError('no States are registered; call register_trainable_weights first')
+        registry = self._registry
+        spec = _StepSpec(
+            optimizer=type(self),
+            paths=registry.paths,
+            names=registry.names,
+            aliases=tuple(registry.aliases.items()),
+            signatures=tuple(self._signatures[i] for i in range(len(registry))),
+            groups=tuple((tuple(g._positions), tuple(sorted(g._static.items())), g._lr_schedule)
+                         for g in self._groups),
+            any_clip_norm=any('grad_clip_norm' in _RAW(g._hyper) for g in self._groups),
+            opt_treedef=jax.tree.structure(_RAW(self.opt_state)),
+        )
+        try:
+            compiled = _shared_step(spec)
+        except TypeError:   # a static hyper-parameter that cannot be hashed: compile for this optimizer
+            compiled = _compile_step(spec)
+        schedules = tuple((index, group._lr_schedule) for index, group in enumerate(self._groups)
+                          if group._lr_schedule is not None and group._positions)
+        self._plan = _Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules)
+        return self._plan
+
+    @property
+    def _signatures(self) -> dict[int, tuple]:
+        cache = vars(self).setdefault('_signature_cache', {})
+        for i, state in enumerate(self._registry.states):
+            if i not in cache:
+                cache[i] = _signature(_RAW(state))
+        return cache
+
+    @classmethod
+    def _pure_step(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, extra):
+        """The whole update as a pure function of arrays (traced once per structure)."""
+        _check_params(spec, params)
+        grad_values = _select_grads(spec, grads)
+        norm = global_norm(grad_values) if spec.any_clip_norm else None
+        new_params = list(params)
+        new_states = []
+        for (positions, static, schedule), state, hyper in zip(spec.groups, opt_states, hypers):
+            if not positions:
+                new_states.append(state)
+                continue
+            hp = {**dict(static), **hyper}
+            if schedule is not None:
+                hp['lr'] = jnp.asarray(schedule(count), jnp.float32)
+            group_params = {spec.names[i]: params[i] for i in positions}
+            group_grads = {spec.names[i]: grad_values[i] for i in positions}
+            updated, state = chain_update(
+                cls._algorithm(hp), group_grads, state, group_params,
+                norm=norm, extra_args=extra, **cls._chain_options(hp))
+            for i in positions:
+                new_params[i] = updated[spec.names[i]]
+            new_states.append(state)
+        return tuple(new_params), tuple(new_states), optax.safe_increment(count)
+
+    @classmethod
+    def _chain_options(cls, hp: Mapping[str, Any]) -> dict:
+        """The shared chain's arguments for a group with hyper-parameters ``hp``."""
+        return dict(
+            lr=hp['lr'],
+            weight_decay=hp.get('weight_decay', 0.0),
+            decay=(None if 'weight_decay' not in hp else
+                   'decoupled' if hp.get('decoupled_weight_decay') else cls._decay),
+            maximize=hp.get('maximize', False),
+            grad_clip_norm=hp.get('grad_clip_norm'),
+            grad_clip_value=hp.get('grad_clip_value'),
+            scale_by_lr=not cls._lr_in_algorithm,
+        )
+
+    def _traced_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
+        """Inside a brainstate transform: trace the update inline through State reads/writes."""
+        params = tuple(state.value for state in plan.states)
+        hypers = tuple(group._hyper.value for group in self._groups)
+        new_params, new_states, count = self._pure_step(
+            plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, extra)
+        for state, value in zip(plan.states, new_params):
+            state.value = value
+        self.opt_state.value = new_states
+        self.step_count.value = count
+
+    def _eager_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
+        """Outside any trace: one call of the cached jit, reusing the buffers it replaces."""
+        if plan.schedules:
+            self._check_scheduled_lrs(plan)
+        params = list(map(_RAW, plan.states))
+        plan.guard = DonationGuard.protected(plan.guard, plan.states, params)
+        opt_leaves = owned_leaves(self.opt_state)
+        hypers = tuple(_RAW(group._hyper) for group in self._groups)
+        arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
+        static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
+        try:
+            new_params, new_leaves, count = plan.compiled(
+                tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), arrays, static)
+        except TypeError:   # not arrays: say what grads should be (nothing was donated)
+            _select_grads(plan.spec, grads)
+            raise
+        del params, opt_leaves
+        write_back(plan.states, new_params)
+        store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
+        write_back((self.step_count,), (count,))
+
+    def _check_scheduled_lrs(self, plan: _Plan) -> None:
+        """Refuse, before anything changes, a schedule that gives a negative or NaN lr now."""
+        count = _RAW(self.step_count)
+        for index, schedule in plan.schedules:
+            lr = to_python(jnp.asarray(schedule(count), jnp.float32))
+            if not lr >= 0:
+                raise ValueError(
+                    f'the lr schedule of param group {index} gives lr={lr} at step {int(count)}; a '
+                    f'learning rate must be >= 0 (a negative one climbs the loss). Nothing was changed: '
+                    f'fix the schedule (for example the end value of optax.linear_schedule)')
+
+
+# -- checking what a step is given ----------------------------------------------------------
+
+def _is_array_like(value: Any) -> bool:
+    return isinstance(value, (int, float, complex, np.ndarray, np.generic, jax.Array)) \
+        and not isinstance(value, bool)
+
+
+def _check_params(spec: _StepSpec, params: tuple) -> None:
+    """Each parameter must still have the structure, shapes and dtypes it was registered with."""
+    for name, value, (treedef, shapes) in zip(spec.names, params, spec.signatures):
+        leaves, now = jax.tree.flatten(value)
+        got = tuple((np.shape(x), jnp.result_type(x)) for x in leaves)
+        if now != treedef or got != shapes:
+            raise ValueError(f'the parameter {name!r} changed from {_shown_signature(treedef, shapes)} '
+                             f'to {_shown_signature(now, got)} since it was registered; build a new '
+                             f'optimizer for a changed model')
+
+
+def _select_grads(spec: _StepSpec, grads: Any) -> list:
+    """The gradient of each registered State, checked against the parameter."""
+    skeleton: dict = {}
+    entries = [*((path, position) for position, path in enumerate(spec.paths)),
+               *((path, _Alias(position)) for path, position in spec.aliases)]
+    for path, entry in entries:
+        node = skeleton
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = entry
+    selected: list = [None] * len(spec.paths)
+    _check_grads_root(grads)
+
+    def walk(node: Any, expected: dict, where: tuple) -> None:
+        children = _children(node)
+        if children is None:
+            raise ValueError(f'grads{_where(where)} must be a dict keyed like the registered '
+                             f'States, got {_kind(node)}')
+        missing = [_show(where + (k,)) for k, sub in expected.items()
+                   if k not in children and not isinstance(sub, _Alias)]
+        if missing:
+            raise ReadableKeyError(f'grads has no gradient for {", ".join(missing)}; pass a gradient for '
+                           f'every registered State, keyed as it was registered')
+        unknown = [_show(where + (k,)) for k in children if k not in expected]
+        if unknown:
+            raise ReadableKeyError(f'grads has the keys {", ".join(unknown)}, which are not registered '
+                           f'States; register them or leave them out')
+        for key, sub in expected.items():
+            if isinstance(sub, dict):
+                walk(children[key], sub, where + (key,))
+            elif isinstance(sub, _Alias):    # a tied weight's other key: its gradient counts once
+                if key in children:
+                    _checked_grad(spec, sub.position, children[key], where + (key,))
+            else:
+                selected[sub] = _checked_grad(spec, sub, children[key], where + (key,))
+
+    walk(grads, skeleton, ())
+    return selected
+
+
+@dataclass(frozen=True)
+class _Alias:
+    """A further key of the registered State at ``position``."""
+
+    position: int
+
+
+def _check_grads_root(grads: Any) -> None:
+    """Recognise the usual slips: the ``(grads, loss)`` pair, or the States themselves."""
+    if isinstance(grads, tuple) and len(grads) == 2 and isinstance(grads[0], Mapping):
+        raise TypeError('grads is a (grads, loss) pair, as brainstate.transform.grad(..., '
+                        'return_value=True) returns; unpack it first: grads, loss = grad_fn(...); '
+                        'opt.update(grads)')
+    is_state = lambda leaf: isinstance(leaf, brainstate.State)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_state)[0]:
+        if is_state(leaf):
+            raise TypeError(f'grads{jax.tree_util.keystr(path)} is {_kind(leaf)}')
+
+
+def _kind(node: Any) -> str:
+    if isinstance(node, brainstate.State):
+        return (f'a {type(node).__name__}, not a gradient: pass the gradients, as '
+                f'brainstate.transform.grad(loss_fn, grad_states=params)() returns them, not the States')
+    return type(node).__name__
+
+
+def _children(node: Any) -> dict | None:
+    if isinstance(node, Mapping):
+        return dict(node.items())
+    if isinstance(node, (list, tuple)):
+        return dict(enumerate(node))
+    return None
+
+
+def _where(path: tuple) -> str:
+    return ''.join(f'[{k!r}]' for k in path)
+
+
+def _checked_grad(spec: _StepSpec, position: int, grad: Any, where: tuple) -> Any:
+    """``grad`` (found at ``grads[where]``), checked against the parameter at ``position``."""
+    name = spec.names[position]
+    treedef, shapes = spec.signatures[position]
+    flat, got_def = jax.tree_util.tree_flatten_with_path(grad)
+    if got_def != treedef:
+        if isinstance(grad, brainstate.State):
+            raise TypeError(f'grads{_where(where)} is {_kind(grad)}')
+        raise ValueError(f'the gradient for {name!r} is {_shown(grad)}, but the parameter is '
+                         f'{_shown_signature(treedef, shapes)}')
+    for (path, leaf), (shape, dtype) in zip(flat, shapes):
+        leaf_name = repr(name) + (f' at {jax.tree_util.keystr(path)}' if path else '')
+        if not hasattr(leaf, 'shape'):
+            kind = _kind(leaf) if isinstance(leaf, brainstate.State) else \
+                f'a {type(leaf).__name__}, not an array'
+            raise TypeError(f'the gradient for {leaf_name} is {kind}')
+        if tuple(leaf.shape) != tuple(shape):
+            raise ValueError(f'the gradient for {leaf_name} has shape {tuple(leaf.shape)}, but the '
+                             f'parameter has shape {tuple(shape)}')
+        if jnp.result_type(leaf) != dtype:
+            raise ValueError(f'the gradient for {leaf_name} has dtype {jnp.result_type(leaf)}, but the '
+                             f'parameter has dtype {dtype}')
+    return grad
+
+
+class _Shape:
+    """An array's dtype and shape as a repr: ``float32[3, 4]``."""
+
+    def __init__(self, shape: tuple, dtype: Any):
+        self.text = f'{np.dtype(dtype).name}[{", ".join(map(str, shape))}]'
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _shown_signature(treedef: Any, shapes: tuple) -> str:
+    """A value's structure with its arrays as ``dtype[shape]``: ``{'x': float32[2]}``."""
+    return repr(treedef.unflatten([_Shape(shape, dtype) for shape, dtype in shapes]))
+
+
+def _shown(value: Any) -> str:
+    leaves, treedef = jax.tree.flatten(value)
+    if all(hasattr(leaf, 'shape') for leaf in leaves):
+        return _shown_signature(treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+    return repr(jax.tree.map(lambda x: _Shape(np.shape(x), jnp.result_type(x))
+                             if hasattr(x, 'shape') else type(x).__name__, value))
