@@ -1,6 +1,6 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
-from . import _optimizers, _optimizers_more, _optimizers_torch, functional
+from . import _optimizers_more, _optimizers_torch, functional, optimizers
 from ._checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
@@ -12,7 +12,6 @@ from ._checkpoint import (
 )
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
-from ._optimizers import *  # noqa: F403
 from ._optimizers_more import *  # noqa: F403
 from ._optimizers_torch import *  # noqa: F403
 from ._plot import plot_schedule
@@ -20,9 +19,10 @@ from ._schedulers import *  # noqa: F403
 from ._schedulers import __all__ as _SCHEDULERS
 from ._state import OptimState, UniqueStateManager, param_name
 from ._version import __version__
+from .optimizers import SGD, Adam, AdamW, Momentum, MomentumNesterov  # noqa: F401
 
 #: Every optimizer class of the catalogue, in documentation order.
-OPTIMIZERS = _optimizers.__all__ + _optimizers_torch.__all__ + _optimizers_more.__all__
+OPTIMIZERS = optimizers.__all__ + _optimizers_torch.__all__ + _optimizers_more.__all__
 
 __all__ = [
     '__version__',

@@ -8,8 +8,11 @@ integer size or a transform, fixed when the param group is created).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -18,7 +21,9 @@ import jax
 import numpy as np
 
 __all__ = [
-    'Hyper', 'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
+    'Hyper', 'Param', 'Hyperparameters', 'REQUIRED', 'LR', 'WEIGHT_DECAY', 'GRAD_CLIP_NORM',
+    'GRAD_CLIP_VALUE', 'MAXIMIZE', 'DECAY_DOCS', 'lr_value',
+    'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
     'optional_positive',
     'unit_interval', 'open_unit_interval', 'flag', 'betas', 'choice', 'positive_int',
 ]
@@ -136,6 +141,172 @@ class Hyper:
     dynamic: bool = True
 
 
+#: The default of a parameter that has none (it must be given).
+REQUIRED = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Param:
+    """One constructor hyper-parameter of an optimizer, declared once.
+
+    The optimizer's signature, validation, ``defaults``, the Parameters section of its
+    docstring, the functional API's defaults and the catalogue page are all made from
+    its :class:`Hyperparameters` table of these.
+
+    Parameters
+    ----------
+    name : str
+        The keyword, and the key in ``param_groups``.
+    default : object
+        The default value (``REQUIRED`` for none).
+    check : callable
+        ``check(name, value) -> value``: the normalised value, or a ``ValueError`` naming
+        the parameter and the value.
+    doc : str
+        One line for the docstring's Parameters section.
+    type : str
+        The type as the docstring shows it.
+    dynamic : bool
+        As for :class:`Hyper`: numbers fed to the compiled step (changing them never
+        recompiles) or values fixed when a group is created (flags, sizes, transforms).
+    into : (str, int), optional
+        A spelling of one entry of another parameter (braintools' ``beta1`` for
+        ``betas[0]``): it is accepted by the constructor, written into that entry when
+        not ``None``, and not kept as a hyper-parameter of its own.
+
+    Examples
+    --------
+    >>> from stateopt._hyper import Param, positive
+    >>> eps = Param('eps', 1e-8, positive, 'Added to the denominator.')
+    >>> eps.check('eps', 1e-6)
+    1e-06
+    """
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], Any]
+    doc: str
+    type: str = 'float'
+    dynamic: bool = True
+    into: tuple[str, int] | None = None
+
+    def but(self, **changes: Any) -> Param:
+        """This declaration with ``changes`` (a different default, say)."""
+        return dataclasses.replace(self, **changes)
+
+
+class Hyperparameters:
+    """An optimizer's constructor hyper-parameters, in the order of its signature.
+
+    ``positional`` come first (braintools' order); then ``grad_clip_norm`` and
+    ``grad_clip_value``, every optimizer's; then, keyword-only, ``keyword_only`` and
+    ``maximize`` (unless ``maximize=False``).
+
+    Parameters
+    ----------
+    *positional : Param
+        The parameters that may be given by position.
+    keyword_only : sequence of Param
+        Parameters that must be given by keyword.
+    maximize : bool
+        Whether the optimizer takes torch's ``maximize``.
+    clips : sequence of Param
+        The clipping parameters (the shared ones unless the optimizer declares its own).
+
+    Examples
+    --------
+    >>> from stateopt._hyper import LR, Hyperparameters, Param, positive
+    >>> table = Hyperparameters(LR, Param('eps', 1e-8, positive, 'Added to the denominator.'))
+    >>> list(table.stored())
+    ['lr', 'eps', 'grad_clip_norm', 'grad_clip_value', 'maximize']
+    >>> str(table.signature())
+    '(self, lr=0.001, eps=1e-08, grad_clip_norm=None, grad_clip_value=None, *, maximize=False)'
+    """
+
+    def __init__(self, *positional: Param, keyword_only: Sequence[Param] = (), maximize: bool = True,
+                 clips: Sequence[Param] | None = None):
+        clips = (GRAD_CLIP_NORM, GRAD_CLIP_VALUE) if clips is None else tuple(clips)
+        self.positional = (*positional, *clips)
+        self.keyword_only = (*keyword_only, *((MAXIMIZE,) if maximize else ()))
+        names = [param.name for param in self.params]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f'hyper-parameters declared twice: {twice}')
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """Every declaration, in signature order."""
+        return self.positional + self.keyword_only
+
+    def __getitem__(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+    def with_defaults(self, **defaults: Any) -> Hyperparameters:
+        """The same table with other defaults (``AdamW``: Adam's with ``weight_decay=1e-2``)."""
+        return self._rebuilt(lambda p: p.but(default=defaults.pop(p.name)) if p.name in defaults else p,
+                             check=defaults)
+
+    def without(self, *names: str) -> Hyperparameters:
+        """The same table without the parameters ``names``."""
+        missing = set(names) - {param.name for param in self.params}
+        if missing:
+            raise KeyError(f'no hyper-parameters {sorted(missing)} to leave out')
+        return self._rebuilt(lambda p: None if p.name in names else p)
+
+    def _rebuilt(self, change: Callable[[Param], Param | None], check: dict | None = None) -> Hyperparameters:
+        table = object.__new__(Hyperparameters)
+        table.positional = tuple(p for p in map(change, self.positional) if p is not None)
+        table.keyword_only = tuple(p for p in map(change, self.keyword_only) if p is not None)
+        if check:
+            raise KeyError(f'no hyper-parameters {sorted(check)} to change')
+        return table
+
+    def stored(self) -> dict[str, Param]:
+        """``{name: Param}`` of the hyper-parameters a param group keeps (aliases left out)."""
+        return {param.name: param for param in self.params if param.into is None}
+
+    def defaults(self) -> dict[str, Any]:
+        """``{name: default}`` of the stored hyper-parameters that have a default."""
+        return {name: param.default for name, param in self.stored().items() if param.default is not REQUIRED}
+
+    def signature(self) -> inspect.Signature:
+        """The constructor's signature, ``self`` first."""
+        kinds = [(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in self.positional] + \
+            [(p, inspect.Parameter.KEYWORD_ONLY) for p in self.keyword_only]
+        return inspect.Signature([inspect.Parameter('self', inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+            inspect.Parameter(param.name, kind, default=param.default) for param, kind in kinds])
+
+    def resolve(self, given: dict) -> dict:
+        """The stored hyper-parameters from a call's arguments, aliases written into their targets."""
+        values = {name: given[name] for name in self.stored()}
+        for param in self.params:
+            if param.into is not None and given.get(param.name) is not None:
+                target, index = param.into
+                entries = list(self[target].check(target, values[target]))
+                entries[index] = param.check(param.name, given[param.name])
+                values[target] = tuple(entries)
+        return values
+
+    def document(self, docs: dict[str, str] | None = None) -> str:
+        """The numpydoc Parameters section of these hyper-parameters (``docs`` replace some lines)."""
+        lines = ['Parameters', '----------']
+        for param in self.params:
+            default = '' if param.default is REQUIRED else f', default {param.default!r}'
+            lines.append(f'{param.name} : {param.type}{default}')
+            lines.extend(f'    {line}' for line in textwrap.wrap((docs or {}).get(param.name, param.doc), 80))
+        return '\n'.join(lines)
+
+
+def lr_value(name: str, value: Any) -> Any:
+    """A learning rate: a number ``>= 0``, or a schedule (any callable, a scheduler included)."""
+    if callable(value) and not hasattr(value, 'shape'):
+        return value
+    return non_negative(name, value)
+
+
 def non_negative(name: str, value: Any) -> float:
     """A real number ``>= 0``."""
     return check_number(name, value, low=0.0)
@@ -193,3 +364,25 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
     return int(value)
+
+
+# -- the hyper-parameters every optimizer declares the same way -----------------------------------
+
+LR = Param('lr', 1e-3, lr_value, 'The learning rate: a number, a stateopt scheduler (it drives every '
+           'param group), or a schedule ``count -> lr`` evaluated at the step count.',
+           type='float, scheduler or callable')
+WEIGHT_DECAY = Param('weight_decay', 0.0, non_negative, 'The weight-decay coefficient, applied as the '
+                     'rule above says.')
+#: How ``weight_decay`` enters the chain, as the docs of an optimizer say it (see ``_decay``).
+DECAY_DOCS = {
+    'coupled': 'L2 penalty: ``weight_decay * p`` is added to the gradient.',
+    'decoupled': 'Decoupled weight decay: ``p`` is multiplied by ``1 - lr * weight_decay`` at each step.',
+    None: WEIGHT_DECAY.doc,
+}
+GRAD_CLIP_NORM = Param('grad_clip_norm', None, optional_positive, 'Clip the gradients by their global norm '
+                       'over all param groups together (``None``: no clipping).', type='float or None')
+GRAD_CLIP_VALUE = Param('grad_clip_value', None, optional_positive, 'Clip each gradient element to '
+                        '``[-grad_clip_value, grad_clip_value]`` (``None``: no clipping).',
+                        type='float or None')
+MAXIMIZE = Param('maximize', False, flag, 'Ascend the objective instead of descending it.',
+                 type='bool', dynamic=False)

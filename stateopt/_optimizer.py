@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import brainstate
@@ -11,10 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _hyper
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, ParamGroups, _lr_shown, to_python
-from ._hyper import Hyper, is_traced
+from ._hyper import (
+    DECAY_DOCS,
+    GRAD_CLIP_NORM,
+    GRAD_CLIP_VALUE,
+    LR,
+    WEIGHT_DECAY,
+    Hyperparameters,
+    Param,
+    is_traced,
+)
 from ._state import (
     OptimState,
     UniqueStateManager,
@@ -29,19 +38,9 @@ from ._step import Stepping, _Plan
 
 __all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS']
 
-def _lr_check(name: str, value: Any) -> Any:
-    if callable(value) and not hasattr(value, 'shape'):
-        return value
-    return _hyper.non_negative(name, value)
-
-
-#: Hyper-parameters every optimizer has. Subclasses extend this table.
-BASE_HYPERPARAMS: dict[str, Hyper] = {
-    'lr': Hyper(_lr_check),
-    'weight_decay': Hyper(_hyper.non_negative),
-    'grad_clip_norm': Hyper(_hyper.optional_positive),
-    'grad_clip_value': Hyper(_hyper.optional_positive),
-}
+#: Hyper-parameters every optimizer has, for the optimizers declared without a table.
+BASE_HYPERPARAMS: dict[str, Param] = {param.name: param for param in (LR, WEIGHT_DECAY, GRAD_CLIP_NORM,
+                                                                      GRAD_CLIP_VALUE)}
 
 
 class OptaxOptimizer(Stepping, StateDicts):
@@ -52,34 +51,18 @@ class OptaxOptimizer(Stepping, StateDicts):
     groups, element-wise clipping, ``maximize``, coupled or decoupled weight decay,
     and the learning rate.
 
-    Parameters
-    ----------
-    tx : optax.GradientTransformation, optional
-        The update *direction*, without a learning rate: for example
-        ``optax.scale_by_adam()`` (the default) or ``optax.scale_by_lion()``. The
-        optimizer applies ``lr``, weight decay and clipping around it, so ``lr`` and
-        schedulers act on it. A complete optax optimizer (``optax.adam(1e-3)``, whose
-        updates already point downhill) is refused. ``tx`` sees each param group as
-        a dict ``{param name: value}`` (names as :func:`stateopt.param_name` gives
-        them, ``'l1.weight'``), so a pytree mask or label tree (``optax.masked``,
-        ``optax.multi_transform``) is keyed by those names and must fit every group;
-        a callable mask (``lambda params: {name: value.ndim > 1 for name, value in
-        params.items()}``) fits any group.
-    lr : float or callable
-        The learning rate: a number, a :class:`stateopt.LRScheduler`, or a schedule
-        ``count -> lr`` (an optax schedule) evaluated at :attr:`step_count`. A
-        schedule's value is checked where it can be seen: an eager step refuses a
-        negative (or NaN) value before changing anything; inside a compiled step
-        (``brainstate.transform.jit``, ``donating_jit``) it is not seen, and a
-        negative value is applied as it is (the step ascends), so check the schedule
-        (``opt.get_last_lr()`` reads it). Assigning a number to ``group['lr']``
-        replaces a group's schedule (see :attr:`ParamGroup.lr_schedule`).
-    weight_decay : float
-        L2 penalty added to the gradient (``g + weight_decay * p``).
-    grad_clip_norm : float, optional
-        Clip gradients by their global norm, over all param groups together.
-    grad_clip_value : float, optional
-        Clip each gradient element to ``[-grad_clip_value, grad_clip_value]``.
+    ``tx`` sees each param group as a dict ``{param name: value}`` (names as
+    :func:`stateopt.param_name` gives them, ``'l1.weight'``), so a pytree mask or label
+    tree (``optax.masked``, ``optax.multi_transform``) is keyed by those names and must
+    fit every group; a callable mask (``lambda params: {name: value.ndim > 1 for name,
+    value in params.items()}``) fits any group.
+
+    A schedule given as ``lr`` is checked where its value can be seen: an eager step
+    refuses a negative (or NaN) value before changing anything; inside a compiled step
+    (``brainstate.transform.jit``, ``donating_jit``) it is not seen, and a negative value
+    is applied as it is (the step ascends), so check the schedule (``opt.get_last_lr()``
+    reads it). Assigning a number to ``group['lr']`` replaces a group's schedule (see
+    :attr:`ParamGroup.lr_schedule`).
 
     Examples
     --------
@@ -94,8 +77,17 @@ class OptaxOptimizer(Stepping, StateDicts):
 
     __module__ = 'stateopt'
 
-    #: name -> Hyper for every constructor hyper-parameter (see stateopt._hyper).
-    _hyperparams: dict[str, Hyper] = {**BASE_HYPERPARAMS, 'tx': Hyper(lambda name, v: v, dynamic=False)}
+    #: The constructor's hyper-parameters, in signature order (see stateopt._hyper).
+    hyperparameters = Hyperparameters(
+        Param('tx', None, lambda name, value: value if value is None else _direction(name, value),
+              'The update direction, without a learning rate: ``optax.scale_by_adam()`` (the default '
+              'when ``None``), ``optax.scale_by_lion()``, ... The optimizer applies ``lr``, weight decay '
+              'and clipping around it; a complete optax optimizer (``optax.adam(1e-3)``, whose updates '
+              'already point downhill) is refused.', type='optax.GradientTransformation or None',
+              dynamic=False),
+        LR, WEIGHT_DECAY, maximize=False)
+    #: name -> declaration of every hyper-parameter a param group keeps (made from the table).
+    _hyperparams: dict[str, Param] = hyperparameters.stored()
     #: how weight_decay enters the chain: 'coupled' (L2 on the gradient), 'decoupled', or None
     #: (the algorithm applies it inside its direction, as LAMB's trust ratio does).
     #: A static ``decoupled_weight_decay=True`` hyper-parameter makes a group decoupled.
@@ -103,18 +95,10 @@ class OptaxOptimizer(Stepping, StateDicts):
     #: True when the algorithm's direction already includes the learning rate.
     _lr_in_algorithm = False
 
-    def __init__(
-        self,
-        tx: optax.GradientTransformation | None = None,
-        lr: float | Callable = 1e-3,
-        weight_decay: float = 0.0,
-        grad_clip_norm: float | None = None,
-        grad_clip_value: float | None = None,
-    ):
-        if tx is not None:
-            _check_direction(tx)
-        self._setup(tx=tx, lr=lr, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
-                    grad_clip_value=grad_clip_value)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if 'hyperparameters' in vars(cls):
+            _declare(cls)
 
     @classmethod
     def _algorithm(cls, hp: Mapping[str, Any]) -> optax.GradientTransformation:
@@ -347,6 +331,23 @@ class OptaxOptimizer(Stepping, StateDicts):
 
         return jax.tree_util.tree_map_with_path(carry, state)
 
+    def _group_state(self, group: ParamGroup) -> Any:
+        """The algorithm's state of ``group``, read without marking it read."""
+        return _RAW(self.opt_state)[self._groups.index(group)]
+
+    def _refresh_group_states(self) -> None:
+        """Create every group's state anew, keeping each slot that still fits.
+
+        For algorithms whose state depends on more than the group's own values (SGD's
+        momentum buffer, when an attached scheduler starts cycling the momentum).
+        """
+        old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
+        old_owner = {position: id(group) for group in self._groups for position in group._positions}
+        self.opt_state.value = tuple(
+            self._rebuild_group_state(group, group._positions, old_states, old_owner, id(group))
+            for group in self._groups)
+        self._invalidate()
+
     def _invalidate(self) -> None:
         self._plan = None
 
@@ -403,6 +404,42 @@ class OptaxOptimizer(Stepping, StateDicts):
 
 def _is_scheduler(value: Any) -> bool:
     return hasattr(value, 'attach_optimizer') and hasattr(value, 'base_lr')
+
+
+def _declare(cls: type[OptaxOptimizer]) -> None:
+    """Make ``cls``'s constructor, hyper-parameter checks and docs from its ``hyperparameters`` table."""
+    table = cls.hyperparameters
+    signature = table.signature()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f'{type(self).__name__}(): {exc}; its signature is '
+                            f'{type(self).__name__}{inspect.signature(type(self))}') from None
+        bound.apply_defaults()
+        self._setup(**table.resolve(bound.arguments))
+
+    __init__.__signature__ = signature
+    __init__.__qualname__ = f'{cls.__qualname__}.__init__'
+    __init__.__module__ = cls.__module__
+    __init__.__doc__ = f'A new {cls.__name__}; the parameters are documented on the class.'
+    cls.__init__ = __init__
+    cls._hyperparams = table.stored()
+    doc = inspect.cleandoc(cls.__doc__ or '')
+    if '\nParameters\n----------' in doc:
+        raise TypeError(f'{cls.__name__} documents its parameters by hand; its hyperparameters table does')
+    body, examples = (doc.split('\nExamples\n--------', 1) + [''])[:2]
+    shared_decay = 'weight_decay' in cls._hyperparams and table['weight_decay'].doc == WEIGHT_DECAY.doc
+    docs = {'weight_decay': DECAY_DOCS[cls._decay]} if shared_decay else {}
+    cls.__doc__ = f'{body.rstrip()}\n\n{table.document(docs)}\n' + \
+        (f'\nExamples\n--------{examples}' if examples else '')
+
+
+def _direction(name: str, tx: Any) -> Any:
+    """``tx`` if it is an update direction (see :func:`_check_direction`)."""
+    _check_direction(tx)
+    return tx
 
 
 def _check_direction(tx: Any) -> None:
@@ -469,3 +506,4 @@ def _strengthen(pairs: list) -> None:
                 if getattr(leaf, 'weak_type', False) else leaf, value)
 
 
+_declare(OptaxOptimizer)

@@ -22,6 +22,7 @@ from ._hyper import (
     Hyper,
     betas,
     check_number,
+    flag,
     is_traced,
     non_negative,
     open_unit_interval,
@@ -31,7 +32,6 @@ from ._hyper import (
     unit_interval,
 )
 from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, _check_direction
-from ._optimizers import FLAG, LR
 from ._state import UniqueStateManager, unflatten
 from ._transforms_more import (
     negated,
@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 #: The shared hyper-parameters of an optimizer without weight decay.
+LR = float | Callable[[Any], Any]
+FLAG = Hyper(flag, dynamic=False)
 NO_DECAY = {name: spec for name, spec in BASE_HYPERPARAMS.items() if name != 'weight_decay'}
 BETAS = Hyper(betas)
 EPS = Hyper(positive)

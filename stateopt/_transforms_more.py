@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from optax import contrib
 
-from ._transforms import one_minus_power
+from .optimizers._common import one_minus_power
 
 __all__ = [
     'negated', 'LookaheadState', 'scale_by_lookahead', 'ScheduleFreeState',

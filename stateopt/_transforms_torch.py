@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._transforms import _zeros_like, one_minus_power
+from .optimizers._common import one_minus_power
+from .optimizers._common import zeros_like as _zeros_like
 
 __all__ = [
     'TorchAdagradState', 'scale_by_torch_adagrad',
