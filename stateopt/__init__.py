@@ -1,6 +1,6 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
-from . import _optimizers_more, _optimizers_torch, functional, optimizers
+from . import functional, optimizers
 from ._checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
@@ -22,7 +22,7 @@ from ._version import __version__
 from .optimizers import SGD, Adam, AdamW, Momentum, MomentumNesterov  # noqa: F401
 
 #: Every optimizer class of the catalogue, in documentation order.
-OPTIMIZERS = optimizers.__all__ + _optimizers_torch.__all__ + _optimizers_more.__all__
+OPTIMIZERS = list(optimizers.__all__)
 
 __all__ = [
     '__version__',

@@ -173,6 +173,9 @@ class Param:
         A spelling of one entry of another parameter (braintools' ``beta1`` for
         ``betas[0]``): it is accepted by the constructor, written into that entry when
         not ``None``, and not kept as a hyper-parameter of its own.
+    stored : bool
+        False for a constructor argument that is checked but not kept (Rprop's
+        ``grad_clip_norm``, which must stay ``None``).
 
     Examples
     --------
@@ -189,6 +192,7 @@ class Param:
     type: str = 'float'
     dynamic: bool = True
     into: tuple[str, int] | None = None
+    stored: bool = True
 
     def but(self, **changes: Any) -> Param:
         """This declaration with ``changes`` (a different default, say)."""
@@ -266,7 +270,7 @@ class Hyperparameters:
 
     def stored(self) -> dict[str, Param]:
         """``{name: Param}`` of the hyper-parameters a param group keeps (aliases left out)."""
-        return {param.name: param for param in self.params if param.into is None}
+        return {param.name: param for param in self.params if param.into is None and param.stored}
 
     def defaults(self) -> dict[str, Any]:
         """``{name: default}`` of the stored hyper-parameters that have a default."""
@@ -283,6 +287,8 @@ class Hyperparameters:
         """The stored hyper-parameters from a call's arguments, aliases written into their targets."""
         values = {name: given[name] for name in self.stored()}
         for param in self.params:
+            if not param.stored:
+                param.check(param.name, given[param.name])
             if param.into is not None and given.get(param.name) is not None:
                 target, index = param.into
                 entries = list(self[target].check(target, values[target]))

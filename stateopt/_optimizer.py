@@ -36,7 +36,7 @@ from ._state import (
 from ._state_dict import StateDicts, _split_slot
 from ._step import Stepping, _Plan
 
-__all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS']
+__all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS', 'check_direction']
 
 #: Hyper-parameters every optimizer has, for the optimizers declared without a table.
 BASE_HYPERPARAMS: dict[str, Param] = {param.name: param for param in (LR, WEIGHT_DECAY, GRAD_CLIP_NORM,
@@ -437,12 +437,12 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
 
 
 def _direction(name: str, tx: Any) -> Any:
-    """``tx`` if it is an update direction (see :func:`_check_direction`)."""
-    _check_direction(tx)
+    """``tx`` if it is an update direction (see :func:`check_direction`)."""
+    check_direction(tx)
     return tx
 
 
-def _check_direction(tx: Any) -> None:
+def check_direction(tx: Any) -> None:
     """Refuse anything but a direction transform (a complete optimizer points downhill)."""
     if not isinstance(tx, optax.GradientTransformation):
         raise TypeError(f'tx must be an optax.GradientTransformation, got {type(tx).__name__}')

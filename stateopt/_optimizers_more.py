@@ -31,7 +31,7 @@ from ._hyper import (
     positive_int,
     unit_interval,
 )
-from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, _check_direction
+from ._optimizer import _RAW, BASE_HYPERPARAMS, OptaxOptimizer, check_direction
 from ._state import UniqueStateManager, unflatten
 from ._transforms_more import (
     negated,
@@ -183,7 +183,7 @@ def _fast_direction(name: str, value: Any) -> Any:
         raise ValueError(f'{name} must be an optax direction transform (e.g. optax.scale_by_adam()) '
                          f'or a stateopt optimizer (e.g. stateopt.Adam()), got {type(value).__name__}')
     try:
-        _check_direction(value)
+        check_direction(value)
     except ValueError:
         raise ValueError(f'{name} looks like a complete optimizer (its updates point downhill, so it '
                          f'applies a learning rate); pass its direction instead, e.g. '

@@ -32,7 +32,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import _optimizers_more, _optimizers_torch, optimizers
+from . import optimizers
 from ._chain import chain_update
 from ._groups import as_dynamic as _as_dynamic
 from ._optimizer import OptaxOptimizer
@@ -164,8 +164,7 @@ def _named(kind: str, optimizer: type[OptaxOptimizer]) -> Callable:
 
 #: Every optimizer class with a functional form, by its snake-case name.
 OPTIMIZERS: dict[str, type[OptaxOptimizer]] = {
-    _snake(name): getattr(module, name)
-    for module in (optimizers, _optimizers_torch, _optimizers_more) for name in module.__all__
+    _snake(name): getattr(optimizers, name) for name in optimizers.__all__
 }
 
 for _name, _optimizer in OPTIMIZERS.items():
