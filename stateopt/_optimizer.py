@@ -24,6 +24,7 @@ from ._hyper import (
     Param,
     is_traced,
 )
+from ._slots import Slot, slots_of
 from ._state import (
     OptimState,
     UniqueStateManager,
@@ -33,7 +34,7 @@ from ._state import (
     param_name,
     unflatten,
 )
-from ._state_dict import StateDicts, _split_slot
+from ._state_dict import StateDicts
 from ._step import Stepping, _Plan
 
 __all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS', 'check_direction']
@@ -94,6 +95,10 @@ class OptaxOptimizer(Stepping, StateDicts):
     _decay = 'coupled'
     #: True when the algorithm's direction already includes the learning rate.
     _lr_in_algorithm = False
+    #: The names of the slots of the algorithm's state, ``{name: path in the state}``
+    #: (``{'exp_avg': 'mu'}``), as state dicts and checkpoints key them; an undeclared
+    #: slot is named by its path. See :mod:`stateopt._slots`.
+    slots: dict[str, str] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -306,30 +311,33 @@ class OptaxOptimizer(Stepping, StateDicts):
             ) from exc
 
     def _rebuild_group_state(self, group, positions, old_states, old_owner, source) -> Any:
-        """The group's new state; every slot a parameter had elsewhere keeps its value."""
+        """The group's new state; every slot a parameter had elsewhere keeps its value.
+
+        So does every group slot (a step count) of the group ``source`` it comes from.
+        """
         names = self._registry.names
-        values = {names[i]: _RAW(self._registry.states[i]) for i in positions}
-        state = self._init_group_state(group, values)
+        state = self._init_group_state(group, {names[i]: _RAW(self._registry.states[i]) for i in positions})
+        old_groups = {id(old_group): old_group for old_group in self._groups}
         known = {}
         for group_id, old in old_states.items():
-            owned = {names[p] for p, g in old_owner.items() if g == group_id}
-            for path, leaf in jax.tree_util.tree_flatten_with_path(old)[0]:
-                owner, slot = _split_slot(path, owned)
-                if owner is not None:
-                    known[(owner, slot)] = leaf
-                elif group_id == source:
-                    known[(None, slot)] = leaf
-        group_names = set(values)
+            old_positions = [position for position, owner in old_owner.items() if owner == group_id]
+            old_slots = self._slots(old_groups[group_id], old_positions, old)
+            for slot, leaf in zip(old_slots, jax.tree.leaves(old)):
+                if slot.owner is not None or group_id == source:
+                    known[slot.owner, slot.key] = leaf
+        leaves, treedef = jax.tree.flatten(state)
+        carried = [
+            old if old is not None and np.shape(old) == np.shape(leaf)
+            and jnp.result_type(old) == jnp.result_type(leaf) else leaf
+            for slot, leaf in zip(self._slots(group, positions, state), leaves)
+            for old in [known.get((slot.owner, slot.key))]]
+        return treedef.unflatten(carried)
 
-        def carry(path, leaf):
-            owner, slot = _split_slot(path, group_names)
-            old = known.get((owner, slot))
-            if old is not None and np.shape(old) == np.shape(leaf) and \
-                    jnp.result_type(old) == jnp.result_type(leaf):
-                return old
-            return leaf
-
-        return jax.tree_util.tree_map_with_path(carry, state)
+    def _slots(self, group: ParamGroup, positions: list[int], state: Any) -> list[Slot]:
+        """Whose each leaf of ``state`` (the state of ``group`` over ``positions``) is, and its name."""
+        names, states = self._registry.names, self._registry.states
+        values = {names[i]: _RAW(states[i]) for i in positions}
+        return slots_of(lambda values: self._init_group_state(group, values), values, state, type(self).slots)
 
     def _group_state(self, group: ParamGroup) -> Any:
         """The algorithm's state of ``group``, read without marking it read."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -14,6 +14,7 @@ from . import _hyper
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, as_dynamic, to_python
 from ._hyper import is_traced
+from ._slots import LAYOUT_VERSION
 from ._state import ReadableKeyError
 
 __all__ = ['StateDicts', 'StateDictKeyError']
@@ -29,30 +30,38 @@ class StateDicts:
         Returns
         -------
         dict
-            ``optimizer_class`` (the class name, ``'AdamW'``); ``step_count``;
-            ``param_groups`` (each with its parameter names and its hyper-parameters);
-            ``state`` (``{param name: {slot: array}}``, the moments); ``group_state``
-            (per group, the slots no parameter owns, like step counts); and
-            ``lr_scheduler`` (the attached scheduler's state, or ``None``).
+            ``version`` (the layout, see below); ``optimizer_class`` (the class name,
+            ``'AdamW'``); ``step_count``; ``param_groups`` (each with its parameter names
+            and its hyper-parameters); ``state`` (``{param name: {slot: array}}``, the
+            moments); ``group_state`` (per group, the slots no parameter owns, like step
+            counts); and ``lr_scheduler`` (the attached scheduler's state, or ``None``).
+
+        Notes
+        -----
+        Slots are keyed by the names the optimizer declares (``exp_avg``,
+        ``exp_avg_sq``, ``momentum_buffer``, ``step``, ... as torch names them where
+        torch has the optimizer; ``exp_avg.weight`` for the ``'weight'`` entry of a
+        parameter whose value is a dict). Layout version 1, without ``version``, keyed
+        them by their path in the algorithm's state (``0.mu`` for Lamb's first moment):
+        such state dicts and checkpoints keep loading, each slot found under its path.
         """
         names = self._registry.names
         groups, group_state, per_param = [], [], {}
         for group, state in zip(self._groups, self.opt_state.value):
-            owned = {names[i] for i in group._positions}
             record = {'params': [names[i] for i in group._positions]}
             for key in self._hyperparams:
                 if _in_state_dict(group, key):
                     record[key] = group[key]
             groups.append(record)
             slots = {}
-            for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-                owner, slot = _split_slot(path, owned)
-                if owner is None:
-                    slots[slot] = leaf
+            for slot, leaf in zip(self._slots(group, group._positions, state), jax.tree.leaves(state)):
+                if slot.owner is None:
+                    slots[slot.key] = leaf
                 else:
-                    per_param.setdefault(owner, {})[slot] = leaf
+                    per_param.setdefault(slot.owner, {})[slot.key] = leaf
             group_state.append(slots)
         return {
+            'version': LAYOUT_VERSION,
             'optimizer_class': type(self).__name__,
             'step_count': self.step_count.value,
             'param_groups': groups,
@@ -113,10 +122,11 @@ class StateDicts:
         if missing:
             raise StateDictKeyError(f'the state dict has no {", ".join(missing)}; pass what '
                                     f'state_dict() returns')
-        unknown = sorted(map(repr, set(state_dict) - {*required, 'optimizer_class'}))
+        unknown = sorted(map(repr, set(state_dict) - {*required, 'optimizer_class', 'version'}))
         if unknown:
             raise StateDictKeyError(f'the state dict has the unknown entries {", ".join(unknown)}; its '
-                                    f'entries are optimizer_class, {", ".join(required)}')
+                                    f'entries are version, optimizer_class, {", ".join(required)}')
+        version = _checked_version(state_dict.get('version', 1))
         other_class = self._checked_class(state_dict, strict)
         step_count = _checked_slot('step_count', state_dict['step_count'], _RAW(self.step_count),
                                    'it counts steps')
@@ -137,11 +147,10 @@ class StateDicts:
         new_states = []
         for index, (group, current) in enumerate(zip(self._groups, _RAW(self.opt_state))):
             never_negative = _never_negative_slots(type(self), group)
-            owned = {names[i] for i in group._positions}
-            leaves, treedef = jax.tree_util.tree_flatten_with_path(current)
+            leaves, treedef = jax.tree.flatten(current)
             restored = []
-            for path, leaf in leaves:
-                owner, slot = _split_slot(path, owned)
+            for found, leaf in zip(self._slots(group, group._positions, current), leaves):
+                owner, slot = found.owner, found.key if version == LAYOUT_VERSION else found.v1_key
                 if owner is None:
                     where, slots, seen = f'group_state[{index}]', saved_group_state[index], used[None, index]
                 elif owner in saved_state:
@@ -153,7 +162,7 @@ class StateDicts:
                     raise StateDictKeyError(f'{where}[{slot!r}] is missing')
                 seen.add(slot)
                 reason = (f"{type(self).__name__}'s {slot} is never negative"
-                          if _covers(never_negative, slot) else None)
+                          if _covers(never_negative, found.v1_key) else None)
                 restored.append(_checked_slot(f'{where}[{slot!r}]', slots[slot], leaf, reason))
             new_states.append(treedef.unflatten(restored))
         for (owner, index), seen in used.items():
@@ -251,25 +260,6 @@ def _in_state_dict(group: ParamGroup, key: str) -> bool:
         isinstance(leaf, (bool, int, float, str)) for leaf in jax.tree.leaves(group._static[key]))
 
 
-def _split_slot(path: tuple, owners: set) -> tuple[str | None, str]:
-    """Split a state leaf's path into (owning parameter name or None, slot name)."""
-    owner, parts = None, []
-    for entry in path:
-        key = entry.key if isinstance(entry, jax.tree_util.DictKey) else None
-        if owner is None and key in owners:
-            owner = key
-            continue
-        parts.append(str(_entry_name(entry)))
-    return owner, '.'.join(parts)
-
-
-def _entry_name(entry: Any) -> Hashable:
-    for attr in ('name', 'key', 'idx'):
-        if hasattr(entry, attr):
-            return getattr(entry, attr)
-    return entry
-
-
 class StateDictKeyError(ReadableKeyError):
     """A missing or unknown entry of a state dict, with a message that reads as written."""
 
@@ -326,6 +316,16 @@ def _never_negative_slots(optimizer: type, group: ParamGroup) -> tuple[str, ...]
 
 def _covers(names: tuple[str, ...], slot: str) -> bool:
     return any(slot == name or slot.startswith(name + '.') for name in names)
+
+
+def _checked_version(version: Any) -> int:
+    """The layout version of a state dict (1 when it has none), if this stateopt reads it."""
+    integer = not isinstance(version, bool) and np.ndim(version) == 0 and \
+        np.issubdtype(np.asarray(version).dtype, np.integer)
+    if not integer or not 1 <= int(version) <= LAYOUT_VERSION:
+        raise ValueError(f'version is {_received(version)}; this stateopt reads state-dict layouts 1 to '
+                         f'{LAYOUT_VERSION} (a newer stateopt may have written it)')
+    return int(version)
 
 
 def _checked_per_group(name: str, saved: Any, count: int, what: str) -> list | tuple:
