@@ -12,14 +12,45 @@ from ._checkpoint import (
 )
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
-from ._optimizers_more import *  # noqa: F403
-from ._optimizers_torch import *  # noqa: F403
 from ._plot import plot_schedule
 from ._schedulers import *  # noqa: F403
 from ._schedulers import __all__ as _SCHEDULERS
 from ._state import OptimState, UniqueStateManager, param_name
 from ._version import __version__
-from .optimizers import SGD, Adam, AdamW, Momentum, MomentumNesterov  # noqa: F401
+from .optimizers import (  # noqa: F401
+    ADOPT,
+    LBFGS,
+    SGD,
+    SM3,
+    AdaBelief,
+    Adadelta,
+    Adafactor,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Adan,
+    Fromage,
+    Lamb,
+    Lars,
+    Lion,
+    Lookahead,
+    Momentum,
+    MomentumNesterov,
+    Muon,
+    NAdam,
+    Nadam,
+    NAdamW,
+    Novograd,
+    Prodigy,
+    RAdam,
+    RMSprop,
+    Rprop,
+    ScheduleFreeAdamW,
+    ScheduleFreeSGD,
+    Sophia,
+    Yogi,
+)
 
 #: Every optimizer class of the catalogue, in documentation order.
 OPTIMIZERS = list(optimizers.__all__)

@@ -58,9 +58,7 @@ def _snake(name: str) -> str:
 
 def _hyperparams(optimizer: type[OptaxOptimizer], given: dict) -> dict:
     """The constructor's defaults updated with ``given``, validated."""
-    defaults = {name: p.default for name, p in inspect.signature(optimizer.__init__).parameters.items()
-                if name in optimizer._hyperparams and p.default is not inspect.Parameter.empty}
-    hp = optimizer._validated(given, base=optimizer._validated(defaults))
+    hp = optimizer._validated(given, base=optimizer._validated(optimizer.hyperparameters.defaults()))
     if callable(hp['lr']):
         raise ValueError('the functional API takes a number as lr; evaluate the schedule first')
     # dynamic values in float32, exactly as the classes feed them to their compiled step

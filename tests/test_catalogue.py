@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from catalogue import CASES, CONVERGE, grad_sequence
-from catalogue_more import SHOWN_ELSEWHERE
+from catalogue import CASES, CONVERGE, SHOWN_ELSEWHERE, grad_sequence
 from conftest import SHAPES, assert_close_f32, make_params, values
 
 import stateopt

@@ -200,6 +200,29 @@ def test_schedule_inside_jit_matches_eager():
     assert_close_f32(out[0], sum(float(schedule(i)) for i in range(7)), steps=7)
 
 
+@pytest.mark.parametrize('cls, kwargs, rule, hyperparams', [
+    (stateopt.Fromage, dict(momentum=0.5), reference.fromage, dict(momentum=0.5)),
+    (stateopt.Lookahead, dict(base_optimizer=optax.scale_by_adam(), sync_period=2), reference.lookahead,
+     dict(base='adam', sync_period=2)),
+    (stateopt.Lars, dict(trust_coefficient=0.1), reference.lars, dict(trust_coefficient=0.1)),
+    (stateopt.ScheduleFreeSGD, dict(), reference.schedule_free, dict(momentum=0.9)),
+    (stateopt.Prodigy, dict(d0=1e-2), reference.prodigy, dict(d0=1e-2)),
+], ids=['Fromage', 'Lookahead', 'Lars', 'ScheduleFreeSGD', 'Prodigy'])
+def test_an_lr_schedule_drives_optimizers_that_apply_lr_themselves(cls, kwargs, rule, hyperparams):
+    schedule = optax.exponential_decay(0.2, transition_steps=1, decay_rate=0.7)
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, 8)
+    opt = cls(lr=schedule, **kwargs).register_trainable_weights({'b': states['b']})
+    for g in grads:
+        opt.update({'b': jnp.asarray(g['b'])})
+    state, p = {}, np.asarray(start['b'], np.float64)
+    for step, g in enumerate(grads):
+        p, state = rule(p, np.asarray(g['b'], np.float64), state, lr=float(schedule(step)),
+                        **hyperparams)
+    assert_close_f32(values(states)['b'], p, steps=8)
+
+
 def test_changing_dynamic_hyperparameters_does_not_recompile():
     states = make_params()
     opt = stateopt.AdamW(lr=0.01).register_trainable_weights(states)

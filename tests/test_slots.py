@@ -86,6 +86,7 @@ def test_a_state_dict_of_a_newer_layout_is_refused():
     opt = stateopt.Adam().register_trainable_weights(_params({'w': (2,)}))
     state_dict = opt.state_dict()
     before = jax.tree.map(np.asarray, state_dict)
-    with pytest.raises(ValueError, match='version is the int 3; this stateopt reads state-dict layouts 1 to 2'):
+    with pytest.raises(ValueError,
+                       match='version is the int 3; this stateopt reads state-dict layouts 1 to 2'):
         opt.load_state_dict({**state_dict, 'version': 3})
     jax.tree.map(np.testing.assert_array_equal, opt.state_dict(), before)

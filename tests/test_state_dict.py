@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from catalogue import CASES, grad_sequence
-from catalogue_more import GROUP_CASES
+from catalogue import CASES, GROUP_CASES, grad_sequence
 from conftest import SHAPES, assert_same, make_params, snapshot
 
 import stateopt

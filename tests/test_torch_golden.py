@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import reference_torch
+import reference
 from conftest import assert_close_f32, assert_same, snapshot, values
 
 import stateopt
 from stateopt import functional as F
-from stateopt._transforms_torch import radam_sma_length
+from stateopt.optimizers.radam import radam_sma_length
 
 FIXTURE = np.load(Path(__file__).parent / 'fixtures' / 'torch_optim.npz')
 META = json.loads(str(FIXTURE['meta']))
@@ -85,7 +85,7 @@ def test_rprop_lr_change_rescales_the_step_sizes():
     for t, g in enumerate(RPROP_GRADS):
         if t and lrs[t] != lrs[t - 1]:
             state['step_size'] = state['step_size'] * lrs[t] / lrs[t - 1]
-        p, state = reference_torch.rprop(p, np.asarray(g), state, lr=lrs[0])
+        p, state = reference.rprop(p, np.asarray(g), state, lr=lrs[0])
         want.append(p)
     assert_close_f32(np.asarray(got), np.asarray(want), steps=len(lrs))
 

@@ -4,15 +4,39 @@ Each module holds its optimizers' declarations (a table of hyper-parameters, the
 and an example in the docstring) and the transforms of their update directions.
 """
 
-from .adam import Adam, AdamW
-from .sgd import SGD, Momentum, MomentumNesterov
-
-# -- torch-named families (adagrad, adadelta, rmsprop, adamax, nadam, radam, rprop, adafactor) --
-from .._optimizers_torch import *  # noqa: F403  (moving to family modules)
-
 # -- families from papers and optax (lamb, lars, lookahead, yogi, lbfgs, adabelief, lion, sm3,
 #    novograd, fromage, muon, schedule_free, prodigy, adopt, adan, sophia) ----------------------
-from .._optimizers_more import *  # noqa: F403  (moving to family modules)
+# isort: split
+from .adabelief import AdaBelief
+from .adan import Adan
+from .adopt import ADOPT
+from .fromage import Fromage
+from .lamb import Lamb
+from .lars import Lars
+from .lbfgs import LBFGS
+from .lion import Lion
+from .lookahead import Lookahead
+from .muon import Muon
+from .novograd import Novograd
+from .prodigy import Prodigy
+from .schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
+from .sm3 import SM3
+from .sophia import Sophia
+from .yogi import Yogi
+
+# isort: split
+
+# -- torch-named families (adagrad, adadelta, rmsprop, adamax, nadam, radam, rprop, adafactor) --
+from .adadelta import Adadelta
+from .adafactor import Adafactor
+from .adagrad import Adagrad
+from .adam import Adam, AdamW
+from .adamax import Adamax
+from .nadam import NAdam, Nadam, NAdamW
+from .radam import RAdam
+from .rmsprop import RMSprop
+from .rprop import Rprop
+from .sgd import SGD, Momentum, MomentumNesterov
 
 #: Every optimizer class of the catalogue, in documentation order.
 __all__ = [

@@ -6,11 +6,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from .._hyper import Param, betas, check_number, flag, positive
+from .._hyper import WEIGHT_DECAY, Param, betas, check_number, flag, positive
 
 __all__ = ['zeros_like', 'one_minus_power', 'f32', 'lerp', 'rms', 'map_unzip', 'pair', 'BETAS', 'EPS',
-           'static_flag']
+           'static_flag', 'copy_tree', 'negated', 'DECOUPLED_WEIGHT_DECAY', 'SWITCHED_WEIGHT_DECAY']
 
 
 def zeros_like(tree: Any) -> Any:
@@ -31,6 +32,33 @@ def one_minus_power(beta: Any, step: Any) -> jax.Array:
     0.001
     """
     return -jnp.expm1(step * jnp.log(jnp.asarray(beta, jnp.float32)))
+
+
+def copy_tree(tree: Any) -> Any:
+    """``tree`` in fresh buffers, so that a state never shares an array with the params."""
+    return jax.tree.map(jnp.copy, tree)
+
+
+def negated(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """The step of a complete optax optimizer as a direction: ``d = -u`` for its update ``u``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, optax
+    >>> from stateopt.optimizers._common import negated
+    >>> tx = negated(optax.sgd(0.5))
+    >>> g = {'w': jnp.array([2.0])}
+    >>> d, _ = tx.update(g, tx.init(g))
+    >>> d['w'].tolist()
+    [1.0]
+    """
+    tx = optax.with_extra_args_support(tx)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        step, state = tx.update(updates, state, params, **extra_args)
+        return jax.tree.map(jnp.negative, step), state
+
+    return optax.GradientTransformationExtraArgs(tx.init, update_fn)
 
 
 def f32(value: Any) -> jax.Array:
@@ -75,3 +103,11 @@ def static_flag(name: str, default: bool, doc: str) -> Param:
 BETAS = Param('betas', (0.9, 0.999), betas, 'The decay rates ``(beta1, beta2)`` of the running averages of '
               'the gradient and of its square.', type='tuple of float')
 EPS = Param('eps', 1e-8, positive, 'Added to the denominator for numerical stability.')
+
+#: torch's ``decoupled_weight_decay`` flag, and the ``weight_decay`` it switches (NAdam, RAdam).
+DECOUPLED_WEIGHT_DECAY = static_flag(
+    'decoupled_weight_decay', False,
+    'Multiply ``p`` by ``1 - lr * weight_decay`` at each step instead of adding the L2 penalty.')
+SWITCHED_WEIGHT_DECAY = WEIGHT_DECAY.but(
+    doc='The weight-decay coefficient: an L2 penalty ``weight_decay * p`` added to the gradient, or '
+        'decoupled (see ``decoupled_weight_decay``).')

@@ -1,0 +1,150 @@
+"""Lookahead: fast steps of a base direction, pulled back to slow weights every few steps."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._groups import to_python
+from .._hyper import LR, REQUIRED, WEIGHT_DECAY, Hyperparameters, Param, positive_int, unit_interval
+from .._optimizer import OptaxOptimizer, check_direction
+from ._common import copy_tree
+from ._loss import EvaluatesLoss
+
+__all__ = ['Lookahead', 'LookaheadState', 'scale_by_lookahead']
+
+#: The settings of a stateopt base optimizer that Lookahead's own chain takes over, and their "off".
+_CHAIN_SETTINGS = {'weight_decay': 0.0, 'grad_clip_norm': None, 'grad_clip_value': None,
+                   'maximize': False, 'decoupled_weight_decay': False}
+
+
+def _fast_direction(name: str, value: Any) -> Any:
+    """An optax direction transform, or a stateopt optimizer whose direction Lookahead can scale."""
+    if isinstance(value, OptaxOptimizer):
+        kind = type(value).__name__
+        if type(value)._lr_in_algorithm or isinstance(value, EvaluatesLoss):
+            raise ValueError(f'{name}: {kind} applies the learning rate (or a line search) itself, '
+                             f'so Lookahead cannot scale its steps; use an optimizer lr scales, '
+                             f'e.g. stateopt.Adam()')
+        unused = [f'{key}={to_python(value.defaults[key])!r}' for key, off in _CHAIN_SETTINGS.items()
+                  if value.defaults.get(key, off) != off]
+        default_lr = type(value).hyperparameters['lr'].default
+        if value.lr_scheduler is not None or value.defaults['lr'] != default_lr:
+            unused.append(f'lr={value.lr!r}')
+        if unused:
+            raise ValueError(f'{name}: Lookahead takes only the update direction of {kind}, so its '
+                             f'{", ".join(unused)} would not be used; build it without them (its '
+                             f'default lr, weight_decay=0, no clipping) and give them to Lookahead')
+        return value
+    if not isinstance(value, optax.GradientTransformation):
+        raise ValueError(f'{name} must be an optax direction transform (e.g. optax.scale_by_adam()) '
+                         f'or a stateopt optimizer (e.g. stateopt.Adam()), got {type(value).__name__}')
+    try:
+        check_direction(value)
+    except ValueError:
+        raise ValueError(f'{name} looks like a complete optimizer (its updates point downhill, so it '
+                         f'applies a learning rate); pass its direction instead, e.g. '
+                         f'optax.scale_by_adam(), and give lr to Lookahead') from None
+    return value
+
+
+class Lookahead(OptaxOptimizer):
+    r"""Lookahead (Zhang et al., 2019): fast steps, pulled back to slow weights every ``sync_period``.
+
+    The params are the fast weights ``θ``, the slow weights ``φ`` start at ``θ``. With
+    ``d`` the direction of ``base_optimizer`` for the gradient ``g`` (plus
+    ``weight_decay * p``)::
+
+        θ ← θ - lr * d                                         every step
+        φ ← φ + alpha * (θ - φ) ;  θ ← φ                       every sync_period-th step
+
+    ``base_optimizer`` is a direction, which ``lr`` (and a scheduler) scales: an optax
+    transform such as ``optax.scale_by_adam()``, or a stateopt optimizer such as
+    ``stateopt.Adam(betas=(0.9, 0.99))`` whose hyper-parameters shape the direction.
+    Lookahead's own ``lr``, ``weight_decay``, clipping and ``maximize`` act on the fast
+    steps; a stateopt optimizer carrying other values for them is refused.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, brainstate, optax, stateopt
+    >>> w = brainstate.ParamState(jnp.array([0.0]))
+    >>> opt = stateopt.Lookahead(optax.identity(), sync_period=2, alpha=0.5, lr=1.0)
+    >>> opt = opt.register_trainable_weights({'w': w})
+    >>> opt.update({'w': jnp.array([1.0])}); w.value.tolist()
+    [-1.0]
+    >>> opt.update({'w': jnp.array([1.0])}); w.value.tolist()  # -2, pulled half-way back to 0
+    [-1.0]
+    """
+
+    __module__ = 'stateopt'
+    hyperparameters = Hyperparameters(
+        Param('base_optimizer', REQUIRED, _fast_direction, 'The fast direction: an optax direction '
+              'transform (``optax.scale_by_adam()``) or a stateopt optimizer built with its default lr, '
+              'no weight decay and no clipping.', type='optax.GradientTransformation or OptaxOptimizer',
+              dynamic=False),
+        Param('sync_period', 5, positive_int, 'The fast steps between two synchronisations.', type='int',
+              dynamic=False),
+        Param('alpha', 0.5, unit_interval, 'How far the slow weights move towards the fast ones.'),
+        LR, WEIGHT_DECAY)
+    _lr_in_algorithm = True
+
+    @classmethod
+    def _algorithm(cls, hp):
+        fast = hp['base_optimizer']
+        if isinstance(fast, OptaxOptimizer):
+            fast = type(fast)._algorithm({**fast.defaults, 'lr': hp['lr']})
+        return scale_by_lookahead(fast, hp['lr'], hp['sync_period'], hp['alpha'])
+
+
+class LookaheadState(NamedTuple):
+    """State of :func:`scale_by_lookahead`: steps taken, slow weights, the fast direction's state."""
+
+    count: jax.Array
+    slow: Any
+    fast_state: Any
+
+
+def scale_by_lookahead(
+    fast: optax.GradientTransformation, lr: Any, sync_period: int, alpha: Any
+) -> optax.GradientTransformationExtraArgs:
+    """Lookahead around the direction ``fast``, returning the step ``p - p_new``.
+
+    The params are the fast weights ``θ``; ``φ`` are the slow weights (``φ_0 = θ_0``)::
+
+        θ ← θ - lr * fast(g)                                  every step
+        φ ← φ + alpha * (θ - φ) ;  θ ← φ                      every sync_period-th step
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, optax
+    >>> from stateopt.optimizers.lookahead import scale_by_lookahead
+    >>> tx = scale_by_lookahead(optax.identity(), lr=1.0, sync_period=2, alpha=0.5)
+    >>> p = {'w': jnp.array([0.0])}; state = tx.init(p)
+    >>> for _ in range(2):
+    ...     step, state = tx.update({'w': jnp.array([1.0])}, state, p)
+    ...     p = {'w': p['w'] - step['w']}
+    >>> p['w'].tolist()  # fast weights at -2, pulled half-way back to 0
+    [-1.0]
+    """
+    fast = optax.with_extra_args_support(fast)
+
+    def init_fn(params):
+        return LookaheadState(jnp.zeros([], jnp.int32), copy_tree(params), fast.init(params))
+
+    def update_fn(updates, state, params, **extra_args):
+        direction, fast_state = fast.update(updates, state.fast_state, params, **extra_args)
+        count = optax.safe_increment(state.count)
+        sync = count % sync_period == 0
+
+        def new_param(p, d, s):
+            moved = p - lr * d
+            return jnp.where(sync, s + alpha * (moved - s), moved)
+
+        new = jax.tree.map(new_param, params, direction, state.slow)
+        slow = jax.tree.map(lambda n, s: jnp.where(sync, n, s), new, state.slow)
+        return jax.tree.map(jnp.subtract, params, new), LookaheadState(count, slow, fast_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
