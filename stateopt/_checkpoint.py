@@ -69,7 +69,7 @@ import ml_dtypes
 import msgpack
 import numpy as np
 
-from ._state import _path_entry
+from ._state import path_key
 from ._version import __version__
 
 try:
@@ -201,7 +201,7 @@ def _children(node: Any) -> tuple[list, Any] | None:
     pairs, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:
         return None
-    return [(_path_entry(path[0]), child) for path, child in pairs], treedef
+    return [(path_key(path[0]), child) for path, child in pairs], treedef
 
 
 # -- encoding ------------------------------------------------------------------------------

@@ -97,8 +97,12 @@ class OptaxOptimizer(Stepping, StateDicts):
     _lr_in_algorithm = False
     #: The names of the slots of the algorithm's state, ``{name: path in the state}``
     #: (``{'exp_avg': 'mu'}``), as state dicts and checkpoints key them; an undeclared
-    #: slot is named by its path. See :mod:`stateopt._slots`.
+    #: slot (of a ``tx`` given here) is named by its path. See :mod:`stateopt._slots`.
     slots: dict[str, str] = {}
+    #: The declared slots no run makes negative (second moments and other accumulators of
+    #: squares or absolute values, step sizes, averaging weights): a loaded state dict with a
+    #: negative value there is refused. A name covers the slots under it too.
+    never_negative: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -337,7 +341,16 @@ class OptaxOptimizer(Stepping, StateDicts):
         """Whose each leaf of ``state`` (the state of ``group`` over ``positions``) is, and its name."""
         names, states = self._registry.names, self._registry.states
         values = {names[i]: _RAW(states[i]) for i in positions}
-        return slots_of(lambda values: self._init_group_state(group, values), values, state, type(self).slots)
+        return slots_of(lambda values: self._init_group_state(group, values), values, state,
+                        self._declared_slots(group))
+
+    def _declared_slots(self, group: ParamGroup) -> dict[str, str]:
+        """``{slot name: path in the state}`` of ``group``'s state (the class's :attr:`slots`)."""
+        return type(self).slots
+
+    def _never_negative(self, group: ParamGroup) -> tuple[str, ...]:
+        """The slots of ``group``'s state that no run makes negative (the class's :attr:`never_negative`)."""
+        return type(self).never_negative
 
     def _group_state(self, group: ParamGroup) -> Any:
         """The algorithm's state of ``group``, read without marking it read."""

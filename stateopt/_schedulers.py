@@ -33,7 +33,7 @@ from ._groups import to_python as _to_python
 from ._hyper import check_number, inside_jax_transform, is_traced
 from ._optimizer import OptaxOptimizer
 from ._state import OptimState
-from ._state_dict import StateDictKeyError, _checked_array, _received
+from ._state_dict import StateDictKeyError, checked_array, described
 
 __all__ = [
     'LRScheduler', 'StepLR', 'MultiStepLR', 'ExponentialLR', 'ExponentialDecayLR',
@@ -617,7 +617,7 @@ class LRScheduler:
     def _check_state_dict(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
         """The values of ``state_dict``, checked against this scheduler; raise on any mismatch."""
         if not isinstance(state_dict, Mapping):
-            raise ValueError(f'{where} must be a dict, got {_received(state_dict)}')
+            raise ValueError(f'{where} must be a dict, got {described(state_dict)}')
         checked = _checked_tree(where, state_dict, self.state_dict())
         for key in ('base_lrs', 'lrs'):
             for i, lr in enumerate(checked[key]):
@@ -665,7 +665,7 @@ def _checked_tree(where: str, saved: Any, template: Any) -> Any:
     """``saved`` with ``template``'s structure, shapes and dtypes, or an error naming the entry."""
     if isinstance(template, Mapping):
         if not isinstance(saved, Mapping):
-            raise ValueError(f'{where} must be a dict, got {_received(saved)}')
+            raise ValueError(f'{where} must be a dict, got {described(saved)}')
         missing = [f'{where}[{key!r}]' for key in template if key not in saved]
         if missing:
             raise StateDictKeyError(f'{", ".join(missing)} is missing from the scheduler state')
@@ -677,9 +677,9 @@ def _checked_tree(where: str, saved: Any, template: Any) -> Any:
     if isinstance(template, (list, tuple)):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(template):
             raise ValueError(f'{where} must be a list of {len(template)} entries (one per param group or '
-                             f'scheduler), got {_received(saved)}')
+                             f'scheduler), got {described(saved)}')
         return [_checked_tree(f'{where}[{i}]', s, t) for i, (s, t) in enumerate(zip(saved, template))]
-    return _checked_array(where, saved, template)
+    return checked_array(where, saved, template)
 
 
 # -- torch's schedulers ------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def _is_concrete_scalar(value: Any) -> bool:
         and not isinstance(value, jax.core.Tracer)
 
 
-def _path_entry(entry: Any) -> Hashable:
+def path_key(entry: Any) -> Hashable:
     """The raw key of one ``jax.tree_util`` path entry."""
     for attr in ('key', 'idx', 'name'):
         if hasattr(entry, attr):
@@ -159,7 +159,7 @@ def flatten_states(tree: Any) -> list[tuple[KeyPath, brainstate.State]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_state)[0]
     pairs = []
     for path, leaf in leaves:
-        key = tuple(_path_entry(entry) for entry in path)
+        key = tuple(path_key(entry) for entry in path)
         if not _is_state(leaf):
             raise TypeError(
                 f'the entry at key {_show(key)} is a {type(leaf).__name__}, not a '

@@ -116,7 +116,7 @@ class StateDicts:
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f'load_state_dict expects a dict (what state_dict() returns), got '
-                            f'{_received(state_dict)}')
+                            f'{described(state_dict)}')
         required = ('step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler')
         missing = [key for key in required if key not in state_dict]
         if missing:
@@ -141,12 +141,12 @@ class StateDicts:
         for index, slots in enumerate(saved_group_state):
             if not isinstance(slots, Mapping):
                 raise ValueError(f'group_state[{index}] must be a dict {{slot: array}}, got '
-                                 f'{_received(slots)}')
+                                 f'{described(slots)}')
         used = {**{(None, index): set() for index in range(count)},
                 **{(name, None): set() for name in saved_state}}
         new_states = []
         for index, (group, current) in enumerate(zip(self._groups, _RAW(self.opt_state))):
-            never_negative = _never_negative_slots(type(self), group)
+            never_negative = self._never_negative(group)
             leaves, treedef = jax.tree.flatten(current)
             restored = []
             for found, leaf in zip(self._slots(group, group._positions, current), leaves):
@@ -162,7 +162,7 @@ class StateDicts:
                     raise StateDictKeyError(f'{where}[{slot!r}] is missing')
                 seen.add(slot)
                 reason = (f"{type(self).__name__}'s {slot} is never negative"
-                          if _covers(never_negative, found.v1_key) else None)
+                          if _covers(never_negative, found.key) else None)
                 restored.append(_checked_slot(f'{where}[{slot!r}]', slots[slot], leaf, reason))
             new_states.append(treedef.unflatten(restored))
         for (owner, index), seen in used.items():
@@ -174,7 +174,7 @@ class StateDicts:
                                         f'optimizer keeps {", ".join(map(repr, sorted(seen))) or "none"}')
         scheduler_state = state_dict['lr_scheduler']
         if self._scheduler is None and scheduler_state is not None:
-            raise ValueError(f'lr_scheduler holds {_received(scheduler_state)}, but this optimizer has no '
+            raise ValueError(f'lr_scheduler holds {described(scheduler_state)}, but this optimizer has no '
                              f'lr scheduler; build it with the scheduler it was saved with (lr=scheduler)')
         if self._scheduler is not None:
             if scheduler_state is None:
@@ -192,7 +192,7 @@ class StateDicts:
         saved = _plain_string(state_dict['optimizer_class'])
         if saved is None:
             raise ValueError(f'optimizer_class must be the name of the optimizer class that wrote the '
-                             f'state dict, got {_received(state_dict["optimizer_class"])}')
+                             f'state dict, got {described(state_dict["optimizer_class"])}')
         if saved == mine:
             return None
         if strict:
@@ -207,13 +207,13 @@ class StateDicts:
         where = f'param_groups[{index}]'
         if not isinstance(saved, Mapping):
             raise ValueError(f"{where} must be a dict of the group's parameter names and "
-                             f'hyper-parameters, got {_received(saved)}')
+                             f'hyper-parameters, got {described(saved)}')
         if 'params' not in saved:
             raise StateDictKeyError(f"{where}['params'] is missing (the names of the group's parameters)")
         saved_names = _param_names(saved['params'])
         if saved_names is None:
             raise ValueError(f"{where}['params'] must be a list of parameter names, got "
-                             f"{_received(saved['params'])}")
+                             f"{described(saved['params'])}")
         if sorted(saved_names) != sorted(group.names):
             raise ValueError(f"{where}['params'] holds the parameters {sorted(saved_names)}, but group "
                              f'{index} of this optimizer holds {sorted(group.names)}')
@@ -227,13 +227,13 @@ class StateDicts:
             current, value = group[key], saved[key]
             if key in group._static:
                 if not _same_static(value, current):
-                    raise ValueError(f'{entry} is {_received(value)}, but this optimizer has {current!r}; '
+                    raise ValueError(f'{entry} is {described(value)}, but this optimizer has {current!r}; '
                                      f'it is fixed when a group is created, so build the group with the '
                                      f'saved value to load this state dict')
                 continue
             if isinstance(current, tuple):
                 if not isinstance(value, (tuple, list)) or len(value) != len(current):
-                    raise ValueError(f'{entry} must be {len(current)} numbers, got {_received(value)}')
+                    raise ValueError(f'{entry} must be {len(current)} numbers, got {described(value)}')
                 value = tuple(_scalar(f'{entry}[{i}]', v) for i, v in enumerate(value))
             else:
                 value = _scalar(entry, value)
@@ -264,56 +264,6 @@ class StateDictKeyError(ReadableKeyError):
     """A missing or unknown entry of a state dict, with a message that reads as written."""
 
 
-#: Optimizer class name -> the slots of its state that no run makes negative: second moments
-#: and other accumulators of squares or absolute values, step sizes, averaging weights. A name
-#: covers the slot of that name and the slots under it ('variance' covers 'variance.row'); a
-#: class without an entry has its nearest base class's. The other floating slots (first
-#: moments, previous gradients, parameter copies, Hessian estimates) may be negative.
-_NEVER_NEGATIVE_SLOTS: dict[str, tuple[str, ...]] = {
-    'Adam': ('exp_avg_sq', 'max_exp_avg_sq'),
-    'Adagrad': ('sum',),
-    'Adadelta': ('square_avg', 'acc_delta'),
-    'RMSprop': ('square_avg',),
-    'Adamax': ('exp_inf',),
-    'Nadam': ('exp_avg_sq', 'mu_product'),
-    'RAdam': ('exp_avg_sq',),
-    'Rprop': ('step_factor',),
-    'Adafactor': ('variance',),
-    'Lamb': ('0.nu',),
-    'Yogi': ('nu',),
-    'AdaBelief': ('nu',),
-    'SM3': ('mu',),
-    'Novograd': ('nu',),
-    'Muon': ('inner_states.adam.inner_state.nu',),
-    '_ScheduleFree': ('weight_sum', 'max_lr'),
-    'ScheduleFreeAdamW': ('weight_sum', 'max_lr', 'base_state.0.nu'),
-    'Prodigy': ('exp_avg_sq', 'estim_lr'),
-    'ADOPT': ('nu',),
-    'Adan': ('exp_avg_sq',),
-    'NAdamW': ('nu',),
-}
-
-
-#: Optimizer class name -> (the static hyper-parameter that may hold a stateopt optimizer, the
-#: prefix of that optimizer's slots in the group's state): its never-negative slots count too.
-_INNER_OPTIMIZER_SLOTS: dict[str, tuple[str, str]] = {'Lookahead': ('base_optimizer', 'fast_state.')}
-
-
-def _declared(table: dict, optimizer: type) -> Any:
-    """The entry of ``optimizer``'s nearest class (itself or a base) in ``table``, or None."""
-    return next((table[cls.__name__] for cls in optimizer.__mro__ if cls.__name__ in table), None)
-
-
-def _never_negative_slots(optimizer: type, group: ParamGroup) -> tuple[str, ...]:
-    """The slots of ``group``'s state that no run of ``optimizer`` makes negative."""
-    names = _declared(_NEVER_NEGATIVE_SLOTS, optimizer) or ()
-    inner = _declared(_INNER_OPTIMIZER_SLOTS, optimizer)
-    if inner is not None and isinstance(group._static.get(inner[0]), StateDicts):
-        base = group._static[inner[0]]
-        names += tuple(inner[1] + name for name in _never_negative_slots(type(base), base._groups[0]))
-    return names
-
-
 def _covers(names: tuple[str, ...], slot: str) -> bool:
     return any(slot == name or slot.startswith(name + '.') for name in names)
 
@@ -323,7 +273,7 @@ def _checked_version(version: Any) -> int:
     integer = not isinstance(version, bool) and np.ndim(version) == 0 and \
         np.issubdtype(np.asarray(version).dtype, np.integer)
     if not integer or not 1 <= int(version) <= LAYOUT_VERSION:
-        raise ValueError(f'version is {_received(version)}; this stateopt reads state-dict layouts 1 to '
+        raise ValueError(f'version is {described(version)}; this stateopt reads state-dict layouts 1 to '
                          f'{LAYOUT_VERSION} (a newer stateopt may have written it)')
     return int(version)
 
@@ -332,14 +282,14 @@ def _checked_per_group(name: str, saved: Any, count: int, what: str) -> list | t
     """``saved``, a state dict's list with one entry per param group, or an error naming ``name``."""
     if not isinstance(saved, (list, tuple)):
         raise ValueError(f'{name} must be a list of {count} {what}, one per param group, got '
-                         f'{_received(saved)}')
+                         f'{described(saved)}')
     if len(saved) != count:
         raise ValueError(f'{name} holds {len(saved)} entries, but this optimizer has {count} param '
                          f'groups; add the same groups (add_param_group) before loading')
     return saved
 
 
-def _received(value: Any) -> str:
+def described(value: Any) -> str:
     """A value found in a state dict, as errors describe it: ``a float32 array of shape (3,)``."""
     if hasattr(value, 'shape') and hasattr(value, 'dtype'):
         return f'a {getattr(value.dtype, "name", value.dtype)} array of shape {tuple(np.shape(value))}'
@@ -384,7 +334,7 @@ def _checked_slot_dicts(saved_state: Any, names: tuple) -> Mapping:
     """A saved ``state``: a dict ``{param name: {slot: array}}`` over this optimizer's parameters."""
     if not isinstance(saved_state, Mapping):
         raise ValueError(f'state must be a dict {{param name: {{slot: array}}}}, got '
-                         f'{_received(saved_state)}')
+                         f'{described(saved_state)}')
     known = set(names)
     unknown = sorted((key for key in saved_state if key not in known), key=repr)
     if unknown:
@@ -393,11 +343,11 @@ def _checked_slot_dicts(saved_state: Any, names: tuple) -> Mapping:
                                 f'parameter of that name; its parameters are {shown or "none"}')
     for key, slots in saved_state.items():
         if not isinstance(slots, Mapping):
-            raise ValueError(f'state[{key!r}] must be a dict {{slot: array}}, got {_received(slots)}')
+            raise ValueError(f'state[{key!r}] must be a dict {{slot: array}}, got {described(slots)}')
     return saved_state
 
 
-def _checked_array(where: str, value: Any, like: Any) -> jax.Array:
+def checked_array(where: str, value: Any, like: Any) -> jax.Array:
     """``value`` as a jax array with ``like``'s shape and dtype, or a ValueError naming ``where``.
 
     An array must have ``like``'s dtype, except that integers may come in any integer
@@ -433,7 +383,7 @@ def _checked_array(where: str, value: Any, like: Any) -> jax.Array:
     else:
         fits = False
     if not fits or shape != ():
-        raise ValueError(f'{where} must be {expected}, got {_received(value)}')
+        raise ValueError(f'{where} must be {expected}, got {described(value)}')
     return jnp.asarray(value, dtype=dtype)
 
 
@@ -452,7 +402,7 @@ def _checked_slot(where: str, value: Any, like: Any, never_negative: str | None)
     where ``never_negative`` gives the reason. (The numbers of an array spread over
     several processes are not checked.)
     """
-    array = _checked_array(where, value, like)
+    array = checked_array(where, value, like)
     numbers = _on_host(value if hasattr(value, 'dtype') else array)
     if numbers is None or not numbers.size:
         return array
@@ -480,5 +430,5 @@ def _scalar(where: str, value: Any) -> Any:
     if is_traced(value):
         return value
     if not _hyper._is_real_scalar(value) or isinstance(value, bool):
-        raise ValueError(f'{where} must be a number, got {_received(value)}')
+        raise ValueError(f'{where} must be a number, got {described(value)}')
     return float(np.asarray(value))

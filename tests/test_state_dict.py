@@ -270,11 +270,12 @@ NEVER_NEGATIVE = {
     'Adagrad': {'sum'}, 'Adadelta': {'square_avg', 'acc_delta'}, 'RMSprop': {'square_avg'},
     'Adamax': {'exp_inf'}, 'Nadam': {'exp_avg_sq', 'mu_product'}, 'RAdam': {'exp_avg_sq'},
     'Rprop': {'step_factor'}, 'Adafactor': {'variance', 'variance.row', 'variance.col'},
-    'Lamb': {'0.nu'}, 'Lookahead': {'fast_state.exp_avg_sq', 'fast_state.max_exp_avg_sq'},
-    'Yogi': {'nu'}, 'AdaBelief': {'nu'}, 'SM3': {'mu.0', 'mu.1'}, 'Novograd': {'nu'},
-    'Muon': {'inner_states.adam.inner_state.nu'}, 'ScheduleFreeSGD': {'weight_sum', 'max_lr'},
-    'ScheduleFreeAdamW': {'weight_sum', 'max_lr', 'base_state.0.nu'},
-    'Prodigy': {'exp_avg_sq', 'estim_lr'}, 'ADOPT': {'nu'}, 'Adan': {'exp_avg_sq'}, 'NAdamW': {'nu'},
+    'Lamb': {'exp_avg_sq'}, 'Lookahead': {'fast.exp_avg_sq', 'fast.max_exp_avg_sq'},
+    'Yogi': {'exp_avg_sq'}, 'AdaBelief': {'exp_avg_var'}, 'SM3': {'accumulators.0', 'accumulators.1'},
+    'Novograd': {'exp_avg_sq'}, 'Muon': {'exp_avg_sq'}, 'ScheduleFreeSGD': {'weight_sum', 'max_lr'},
+    'ScheduleFreeAdamW': {'weight_sum', 'max_lr', 'exp_avg_sq'},
+    'Prodigy': {'exp_avg_sq', 'estim_lr'}, 'ADOPT': {'exp_avg_sq'}, 'Adan': {'exp_avg_sq'},
+    'NAdamW': {'exp_avg_sq'},
 }
 ROWS = CASES + GROUP_CASES
 

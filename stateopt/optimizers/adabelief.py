@@ -34,6 +34,8 @@ class AdaBelief(OptaxOptimizer):
         LR, BETAS, EPS.but(default=1e-16, doc='Added to ``s`` and to the denominator for numerical '
                                               'stability.'),
         WEIGHT_DECAY)
+    slots = {'count': 'count', 'exp_avg': 'mu', 'exp_avg_var': 'nu'}
+    never_negative = ('exp_avg_var',)
 
     @classmethod
     def _algorithm(cls, hp):

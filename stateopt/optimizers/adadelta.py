@@ -40,6 +40,8 @@ class Adadelta(OptaxOptimizer):
         Param('rho', 0.9, unit_interval, 'The decay rate of the running averages ``v`` and ``u``.'),
         EPS.but(default=1e-6, doc='Added inside both square roots for numerical stability.'),
         WEIGHT_DECAY)
+    slots = {'square_avg': 'square_avg', 'acc_delta': 'acc_delta'}
+    never_negative = ('square_avg', 'acc_delta')
 
     @classmethod
     def _algorithm(cls, hp):

@@ -94,6 +94,8 @@ class Adafactor(OptaxOptimizer):
         static_flag('factored', True, 'Keep the second moment of each matrix as its row and column means.'))
     _decay = 'decoupled'
     _lr_in_algorithm = True
+    slots = {'count': 'count', 'exp_avg': 'exp_avg', 'variance': 'variance'}
+    never_negative = ('variance',)
 
     @classmethod
     def _algorithm(cls, hp):

@@ -41,6 +41,8 @@ class Adagrad(OptaxOptimizer):
         Param('initial_accumulator_value', 0.0, non_negative, 'The starting value ``s_0`` of the sum of '
               'squared gradients.', dynamic=False),
         EPS.but(default=1e-10))
+    slots = {'count': 'count', 'sum': 'sum'}
+    never_negative = ('sum',)
 
     @classmethod
     def _algorithm(cls, hp):

@@ -43,6 +43,10 @@ class Adam(OptaxOptimizer):
         Param('beta2', None, open_unit_interval, 'Overrides ``betas[1]`` (braintools\' spelling).',
               type='float or None', into=('betas', 1)),
         EPS, WEIGHT_DECAY, AMSGRAD)
+    slots = {
+        'count': 'count', 'exp_avg': 'exp_avg', 'exp_avg_sq': 'exp_avg_sq',
+        'max_exp_avg_sq': 'max_exp_avg_sq'}
+    never_negative = ('exp_avg_sq', 'max_exp_avg_sq')
 
     @classmethod
     def _algorithm(cls, hp):

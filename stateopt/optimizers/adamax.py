@@ -40,6 +40,8 @@ class Adamax(OptaxOptimizer):
                       'its infinity norm.'),
         EPS.but(doc='Added to ``|g|`` inside the maximum for numerical stability.'),
         WEIGHT_DECAY)
+    slots = {'count': 'count', 'exp_avg': 'exp_avg', 'exp_inf': 'exp_inf'}
+    never_negative = ('exp_inf',)
 
     @classmethod
     def _algorithm(cls, hp):

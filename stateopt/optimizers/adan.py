@@ -53,6 +53,10 @@ class Adan(OptaxOptimizer):
               'averages ``m``, ``v`` and ``n`` above.', type='tuple of float'),
         EPS, WEIGHT_DECAY)
     _decay = 'decoupled'
+    slots = {
+        'count': 'count', 'exp_avg': 'exp_avg', 'exp_avg_diff': 'exp_avg_diff', 'exp_avg_sq': 'exp_avg_sq',
+        'prev_grad': 'prev_grad'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

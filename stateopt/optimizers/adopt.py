@@ -51,6 +51,8 @@ class ADOPT(OptaxOptimizer):
                                                      'step instead of adding the L2 penalty.'),
         Param('clip_exponent', 0.25, _optional_non_negative, 'Clip the normalised gradient to '
               '``t ** clip_exponent`` (``None``: no clipping).', type='float or None'))
+    slots = {'count': 'count', 'exp_avg': 'mu', 'exp_avg_sq': 'nu'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

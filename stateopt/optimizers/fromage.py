@@ -34,6 +34,7 @@ class Fromage(OptaxOptimizer):
         LR.but(default=1.0),
         Param('momentum', 0.0, open_unit_interval, 'The heavy-ball momentum factor (0: none).'))
     _lr_in_algorithm = True
+    slots = {'momentum_buffer': '0.trace'}
 
     @classmethod
     def _algorithm(cls, hp):

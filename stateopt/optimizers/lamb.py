@@ -32,6 +32,8 @@ class Lamb(OptaxOptimizer):
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS.but(default=1e-6), WEIGHT_DECAY)
     _decay = None
+    slots = {'count': '0.count', 'exp_avg': '0.mu', 'exp_avg_sq': '0.nu'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

@@ -39,6 +39,7 @@ class Lars(OptaxOptimizer):
         Param('trust_coefficient', 0.001, positive, 'Scales the trust ratio ``||p|| / ||g||``.'),
         EPS.but(doc='Added to ``||g||`` in the trust ratio.'))
     _lr_in_algorithm = True
+    slots = {'momentum_buffer': '2.trace'}
 
     @classmethod
     def _algorithm(cls, hp):

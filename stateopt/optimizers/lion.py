@@ -36,6 +36,7 @@ class Lion(OptaxOptimizer):
                                            'the decay of the kept momentum.'),
         WEIGHT_DECAY)
     _decay = 'decoupled'
+    slots = {'count': 'count', 'exp_avg': 'mu'}
 
     @classmethod
     def _algorithm(cls, hp):

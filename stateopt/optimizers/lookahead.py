@@ -90,6 +90,27 @@ class Lookahead(OptaxOptimizer):
         Param('alpha', 0.5, unit_interval, 'How far the slow weights move towards the fast ones.'),
         LR, WEIGHT_DECAY)
     _lr_in_algorithm = True
+    slots = {'count': 'count', 'slow': 'slow', 'fast': 'fast_state'}
+
+    def _declared_slots(self, group):
+        """The slots, with a stateopt base optimizer's own names under ``fast``."""
+        inner = self._inner(group)
+        if inner is None:
+            return type(self).slots
+        named = inner._declared_slots(inner.param_groups[0])
+        return {**{f'fast.{name}': f'fast_state.{path}' for name, path in named.items()}, **type(self).slots}
+
+    def _never_negative(self, group):
+        inner = self._inner(group)
+        if inner is None:
+            return ()
+        return tuple(f'fast.{name}' for name in inner._never_negative(inner.param_groups[0]))
+
+    @staticmethod
+    def _inner(group):
+        """The group's base optimizer when it is a stateopt optimizer, else None."""
+        base = group['base_optimizer']
+        return base if isinstance(base, OptaxOptimizer) else None
 
     @classmethod
     def _algorithm(cls, hp):

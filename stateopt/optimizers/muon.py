@@ -50,6 +50,15 @@ class Muon(OptaxOptimizer):
         BETAS.but(name='adam_betas', doc='The ``betas`` of the Adam steps of the parameters that are not '
                                          'matrices.'))
     _decay = 'decoupled'
+    slots = {
+        'muon_count': 'inner_states.muon.inner_state.0.count',
+        'ns_coeffs': 'inner_states.muon.inner_state.0.ns_coeffs',
+        'momentum_buffer': 'inner_states.muon.inner_state.0.mu',
+        'adam_count': 'inner_states.adam.inner_state.count',
+        'exp_avg': 'inner_states.adam.inner_state.mu',
+        'exp_avg_sq': 'inner_states.adam.inner_state.nu',
+    }
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

@@ -53,6 +53,8 @@ class Nadam(OptaxOptimizer):
         Param('momentum_decay', 4e-3, non_negative, 'The decay ``psi`` of the momentum schedule '
               '``mu_t = b1 (1 - 0.96^(t psi) / 2)``.'),
         keyword_only=[DECOUPLED_WEIGHT_DECAY])
+    slots = {'count': 'count', 'mu_product': 'mu_product', 'exp_avg': 'exp_avg', 'exp_avg_sq': 'exp_avg_sq'}
+    never_negative = ('exp_avg_sq', 'mu_product')
 
     @classmethod
     def _algorithm(cls, hp):
@@ -83,6 +85,8 @@ class NAdamW(OptaxOptimizer):
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS, WEIGHT_DECAY.but(default=1e-4))
     _decay = 'decoupled'
+    slots = {'count': 'count', 'exp_avg': 'mu', 'exp_avg_sq': 'nu'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

@@ -36,6 +36,8 @@ class Novograd(OptaxOptimizer):
                           '``||g||²``.'),
         EPS, WEIGHT_DECAY)
     _decay = None
+    slots = {'count': 'count', 'exp_avg': 'mu', 'exp_avg_sq': 'nu'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

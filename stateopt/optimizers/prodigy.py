@@ -55,6 +55,10 @@ class Prodigy(OptaxOptimizer):
                                                 'warm-up).'))
     _decay = None
     _lr_in_algorithm = True
+    slots = {
+        'count': 'count', 'estim_lr': 'estim_lr', 'numerator_weighted': 'numerator_weighted',
+        'exp_avg': 'exp_avg', 'exp_avg_sq': 'exp_avg_sq', 'grad_sum': 'grad_sum', 'params0': 'params0'}
+    never_negative = ('exp_avg_sq', 'estim_lr')
 
     @classmethod
     def _algorithm(cls, hp):

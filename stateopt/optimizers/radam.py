@@ -48,6 +48,8 @@ class RAdam(OptaxOptimizer):
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS, SWITCHED_WEIGHT_DECAY,
                                       keyword_only=[DECOUPLED_WEIGHT_DECAY])
+    slots = {'count': 'count', 'exp_avg': 'exp_avg', 'exp_avg_sq': 'exp_avg_sq'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):

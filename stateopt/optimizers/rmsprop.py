@@ -44,6 +44,8 @@ class RMSprop(OptaxOptimizer):
         EPS, WEIGHT_DECAY,
         Param('momentum', 0.0, non_negative, 'The momentum factor (0: no momentum buffer).'),
         static_flag('centered', False, 'Divide by the estimated variance ``v - a^2`` instead of ``v``.'))
+    slots = {'square_avg': 'square_avg', 'momentum_buffer': 'momentum_buffer', 'grad_avg': 'grad_avg'}
+    never_negative = ('square_avg',)
 
     def _check_assignment(self, group: ParamGroup, name: str, value: Any) -> None:
         if name == 'momentum' and value != 0 and self._group_state(group).momentum_buffer is None:

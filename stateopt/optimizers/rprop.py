@@ -84,6 +84,8 @@ class Rprop(OptaxOptimizer):
               '``(step_size_min, step_size_max)``.', type='tuple of float'),
         clips=[GRAD_CLIP_NORM.but(**_UNUSED_CLIP), GRAD_CLIP_VALUE.but(**_UNUSED_CLIP)])
     _lr_in_algorithm = True
+    slots = {'prev': 'prev_grad', 'step_factor': 'step_factor'}
+    never_negative = ('step_factor',)
 
     @classmethod
     def _algorithm(cls, hp):

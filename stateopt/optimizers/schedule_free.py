@@ -31,6 +31,8 @@ class _ScheduleFree(OptaxOptimizer):
     """Schedule-free optimizers: the params are ``y``, the point to evaluate at is ``x``."""
 
     _lr_in_algorithm = True
+    slots = {'count': 'count', 'z': 'z', 'weight_sum': 'weight_sum', 'max_lr': 'max_lr'}
+    never_negative = ('weight_sum', 'max_lr')
 
     @classmethod
     def _b1(cls, hp: Mapping[str, Any]) -> Any:
@@ -131,6 +133,8 @@ class ScheduleFreeAdamW(_ScheduleFree):
                       'of the running average of ``g²``.'),
         EPS, WEIGHT_DECAY, WEIGHT_LR_POWER)
     _decay = None
+    slots = {**_ScheduleFree.slots, 'base_count': 'base_state.0.count', 'exp_avg_sq': 'base_state.0.nu'}
+    never_negative = (*_ScheduleFree.never_negative, 'exp_avg_sq')
 
     @classmethod
     def _check(cls, hp: dict) -> None:

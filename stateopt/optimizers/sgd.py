@@ -47,6 +47,7 @@ class SGD(OptaxOptimizer):
         static_flag('nesterov', False, 'Use Nesterov momentum (needs momentum > 0 and dampening 0).'),
         keyword_only=[Param('dampening', 0.0, unit_interval, 'Dampening of the momentum: the gradient '
                             'enters the buffer scaled by ``1 - dampening``.')])
+    slots = {'count': 'count', 'momentum_buffer': 'momentum_buffer'}
 
     @classmethod
     def _check(cls, hp: dict) -> None:

@@ -37,6 +37,8 @@ class SM3(OptaxOptimizer):
         Param('momentum', 0.9, open_unit_interval, 'The decay of the average of the normalised gradients '
               '(0: none).'),
         EPS.but(doc='Added to ``ν`` under the square root.'), WEIGHT_DECAY)
+    slots = {'accumulators': 'mu', 'momentum_buffer': 'nu'}
+    never_negative = ('accumulators',)
 
     @classmethod
     def _algorithm(cls, hp):

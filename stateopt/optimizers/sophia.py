@@ -68,6 +68,7 @@ class Sophia(EvaluatesLoss):
               'optax transform, as above.', type='str or optax.GradientTransformation', dynamic=False),
         maximize=False)
     _decay = 'decoupled'
+    slots = {'count': '0.count', 'rng_key': '0.hessian_fn_state.key', 'exp_avg': '0.mu', 'hessian': '0.nu'}
     _objective_keyword = 'obj_fn'
 
     @classmethod

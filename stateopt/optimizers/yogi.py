@@ -31,6 +31,8 @@ class Yogi(OptaxOptimizer):
 
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS.but(default=1e-3), WEIGHT_DECAY)
+    slots = {'count': 'count', 'exp_avg': 'mu', 'exp_avg_sq': 'nu'}
+    never_negative = ('exp_avg_sq',)
 
     @classmethod
     def _algorithm(cls, hp):
