@@ -1,5 +1,9 @@
 """The functional API: pure functions that match the classes and the references."""
 
+import pathlib
+import re
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,3 +67,17 @@ def test_functional_validates_hyperparameters():
     with pytest.raises(ValueError, match='schedule'):
         F.adam_update({'w': jnp.ones(1)}, F.adam_init({'w': jnp.ones(1)}), {'w': jnp.ones(1)},
                       lr=lambda count: 0.1)
+
+
+def test_the_checked_in_stub_lists_every_generated_function_with_its_declared_defaults():
+    sys.path.insert(0, str(pathlib.Path(__file__).parent / 'fixtures'))
+    import make_functional_stub
+
+    stub = make_functional_stub.STUB.read_text()
+    assert stub == make_functional_stub.render(), \
+        'stateopt/functional.pyi is stale: run python tests/fixtures/make_functional_stub.py'
+    defined = re.findall(r'^def (\w+)\(', stub, re.M)
+    assert sorted(defined) == sorted(name for name in F.__all__ if name != 'OPTIMIZERS')
+    flat = ' '.join(stub.split())
+    assert 'def adam_update(grads: Any, state: Any, params: Any, *, lr: Any = 0.001, betas: Any = ' \
+           '(0.9, 0.999), eps: Any = 1e-08, weight_decay: Any = 0.0, amsgrad: Any = False,' in flat
