@@ -14,6 +14,10 @@ signals tell them apart, both cheap enough to take on every step:
   and ``to_state_ref()`` share without reading ``.value``.
 
 Whatever the caller may hold is copied before the call; the rest is donated.
+
+This module is the only one that reads or writes brainstate's internals (a State's
+stored value, its hooks, its read path); the rest of stateopt goes through the names
+it exports: :data:`RAW`, :func:`store_raw`, :func:`write_back`, :class:`FlagsReads`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['RAW', 'DonationGuard', 'flags_reads', 'owned_leaves', 'store_leaves', 'write_back',
-           'mark_unread']
+__all__ = ['RAW', 'DonationGuard', 'FlagsReads', 'flags_reads', 'owned_leaves', 'store_leaves', 'store_raw',
+           'write_back', 'mark_unread']
 
 #: A State's stored value, read without trace recording or hooks.
 RAW = operator.attrgetter('_value')
@@ -87,9 +91,27 @@ def _calibrate_root() -> int:
 _ROOT_REFS = _calibrate_root()
 
 
+class FlagsReads:
+    """A State that flags every read of its value (the optimizer's own States mix this in).
+
+    A read through ``.value`` sets the ``_exposed`` flag: whoever read the value may keep
+    any container of it, so it is copied before a donating call; writing through the
+    donation layer clears it.
+    """
+
+    def _read_value(self):
+        vars(self)['_exposed'] = True
+        return super()._read_value()
+
+    def __pretty_repr_item__(self, key, value):
+        if key in ('_exposed', '_leaves'):    # this layer's bookkeeping
+            return None
+        return super().__pretty_repr_item__(key, value)
+
+
 def flags_reads(state: brainstate.State) -> bool:
     """Whether ``state`` is one of the optimizer's own States, which flag every read."""
-    return getattr(type(state), '_flags_reads', False)
+    return isinstance(state, FlagsReads)
 
 
 def _exposed(state: brainstate.State) -> bool:
@@ -232,6 +254,12 @@ def _held_inside(value: Any) -> bool:
             stack.extend(children)
         del node
     return bool(nodes) and max(map(sys.getrefcount, nodes)) > _LEAF_REFS
+
+
+def store_raw(state: brainstate.State, value: Any) -> None:
+    """Store ``value`` in ``state`` as :data:`RAW` reads it: no trace records it, no hook runs."""
+    vars(state)['_value'] = value
+    vars(state).pop('_leaves', None)
 
 
 def write_back(states: Sequence[brainstate.State], values: Sequence[Any]) -> None:

@@ -170,13 +170,13 @@ class ParamGroup(MutableMapping):
         return self._lr_schedule
 
     def __repr__(self) -> str:
-        shown = ', '.join(f'{key}={_lr_shown(self) if key == "lr" else repr(value)}'
+        shown = ', '.join(f'{key}={lr_shown(self) if key == "lr" else repr(value)}'
                           for key, value in self.hyperparams().items()
                           if key == 'lr' or not callable(value))
         return f'ParamGroup({len(self._positions)} params, {shown})'
 
 
-def _lr_shown(group: ParamGroup) -> str:
+def lr_shown(group: ParamGroup) -> str:
     """A group's lr as reprs show it: the scheduler's or schedule's name, or the number."""
     scheduler = group._optimizer._scheduler
     if scheduler is not None:

@@ -25,7 +25,7 @@ __all__ = [
     'GRAD_CLIP_VALUE', 'MAXIMIZE', 'DECAY_DOCS', 'lr_value',
     'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
     'optional_positive',
-    'unit_interval', 'open_unit_interval', 'flag', 'betas', 'choice', 'positive_int',
+    'unit_interval', 'open_unit_interval', 'flag', 'betas', 'beta_tuple', 'choice', 'positive_int',
 ]
 
 
@@ -345,13 +345,23 @@ def flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def betas(name: str, value: Any) -> tuple:
-    """A pair of real numbers, each in ``[0, 1)``."""
-    if is_traced(value):
-        return tuple(value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f'{name} must be a pair (beta1, beta2), got {value!r}')
-    return tuple(open_unit_interval(f'{name}[{i}]', beta) for i, beta in enumerate(value))
+def beta_tuple(size: int) -> Callable[[str, Any], tuple]:
+    """The check of ``size`` decay rates ``(beta1, ..., beta<size>)``, each in ``[0, 1)``."""
+    kind = {2: 'a pair', 3: 'a triple'}.get(size, f'{size} numbers')
+    shown = ', '.join(f'beta{i + 1}' for i in range(size))
+
+    def check(name: str, value: Any) -> tuple:
+        if is_traced(value):
+            return tuple(value)
+        if not isinstance(value, (tuple, list)) or len(value) != size:
+            raise ValueError(f'{name} must be {kind} ({shown}), got {value!r}')
+        return tuple(open_unit_interval(f'{name}[{i}]', beta) for i, beta in enumerate(value))
+
+    return check
+
+
+#: A pair of decay rates ``(beta1, beta2)``, each in ``[0, 1)``.
+betas = beta_tuple(2)
 
 
 def choice(*options: str) -> Callable[[str, Any], str]:

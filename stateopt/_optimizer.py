@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from ._donation import RAW as _RAW
-from ._groups import ParamGroup, ParamGroups, _lr_shown, to_python
+from ._groups import ParamGroup, ParamGroups, lr_shown, to_python
 from ._hyper import (
     DECAY_DOCS,
     GRAD_CLIP_NORM,
@@ -28,14 +28,14 @@ from ._slots import Slot, slots_of
 from ._state import (
     OptimState,
     UniqueStateManager,
-    _show,
     deepcopy_owning_states,
     flatten_states,
     param_name,
+    shown_key,
     unflatten,
 )
 from ._state_dict import StateDicts
-from ._step import Stepping, _Plan
+from ._step import Plan, Stepping
 
 __all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS', 'check_direction']
 
@@ -47,7 +47,7 @@ BASE_HYPERPARAMS: dict[str, Param] = {param.name: param for param in (LR, WEIGHT
 class OptaxOptimizer(Stepping, StateDicts):
     """A stateful optimizer over brainstate States, with param groups.
 
-    The shared chain (see :func:`stateopt._chain.chain_update`) runs around the
+    The shared chain (see :func:`stateopt._step.chain_update`) runs around the
     optimizer's algorithm for every param group: global-norm clipping across all
     groups, element-wise clipping, ``maximize``, coupled or decoupled weight decay,
     and the learning rate.
@@ -142,7 +142,7 @@ class OptaxOptimizer(Stepping, StateDicts):
         self.step_count = OptimState(jnp.zeros((), jnp.int32))
         self._groups: list[ParamGroup] = [ParamGroup(self, [], self.defaults, explicit=False)]
         self.opt_state = OptimState((self._init_group_state(self._groups[0], {}),))
-        self._plan: _Plan | None = None
+        self._plan: Plan | None = None
         if self._scheduler is not None:
             self._scheduler.attach_optimizer(self)
 
@@ -228,7 +228,7 @@ class OptaxOptimizer(Stepping, StateDicts):
                 owner = self._group_of(position)
                 if owner._explicit:
                     raise ValueError(
-                        f'the State at key {_show(path)} (registered as '
+                        f'the State at key {shown_key(path)} (registered as '
                         f'{param_name(self._registry.path_of(state))!r}) is already in param '
                         f'group {owner.index}; a State can be in one group only'
                     )
@@ -414,7 +414,7 @@ class OptaxOptimizer(Stepping, StateDicts):
 
     def __repr__(self) -> str:
         """The class, group 0's lr as it is now, the other constructor values, and the sizes."""
-        shown = ', '.join(f'{k}={_lr_shown(self._groups[0]) if k == "lr" else repr(to_python(v))}'
+        shown = ', '.join(f'{k}={lr_shown(self._groups[0]) if k == "lr" else repr(to_python(v))}'
                           for k, v in self.defaults.items() if k != 'tx' or v is not None)
         return (f'{type(self).__name__}({shown}; {len(self._registry)} params in '
                 f'{len(self._groups)} groups, step {int(_RAW(self.step_count))})')
@@ -508,7 +508,7 @@ def _check_values(pairs: list) -> None:
         for leaf in jax.tree.leaves(_RAW(state)):
             dtype = jnp.result_type(leaf)
             if not jnp.issubdtype(dtype, jnp.floating):
-                raise TypeError(f'the State at key {_show(path)} holds a {dtype} array; '
+                raise TypeError(f'the State at key {shown_key(path)} holds a {dtype} array; '
                                 f'only floating-point parameters can be trained')
 
 

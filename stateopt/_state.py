@@ -10,6 +10,8 @@ import brainstate
 import jax
 import numpy as np
 
+from ._donation import RAW, FlagsReads, store_raw
+
 __all__ = ['OptimState', 'UniqueStateManager', 'param_name']
 
 KeyPath = tuple[Hashable, ...]
@@ -27,7 +29,7 @@ class ReadableKeyError(KeyError):
         return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
-class OptimState(brainstate.LongTermState):
+class OptimState(FlagsReads, brainstate.LongTermState):
     """A :class:`brainstate.LongTermState` owned by an optimizer or a scheduler.
 
     It holds what persists between steps but is not trained: moments, step counts,
@@ -56,23 +58,13 @@ class OptimState(brainstate.LongTermState):
     """
 
     __module__ = 'stateopt'
-    #: Reads set the ``_exposed`` flag (see stateopt._donation).
-    _flags_reads = True
-
-    def _read_value(self):
-        vars(self)['_exposed'] = True
-        return super()._read_value()
 
     def __repr__(self) -> str:
-        value = vars(self).get('_value')
+        value = RAW(self)
         if _is_concrete_scalar(value):     # a counter shows its number
             return f'{type(self).__name__}(value={np.asarray(value).item()!r})'
         return super().__repr__()
 
-    def __pretty_repr_item__(self, key, value):
-        if key in ('_exposed', '_leaves'):    # the donation layer's bookkeeping
-            return None
-        return super().__pretty_repr_item__(key, value)
 
     def _scalar(self, kind: str) -> Any:
         value = self.value
@@ -134,7 +126,7 @@ def param_name(path: KeyPath) -> str:
     return '.'.join(parts)
 
 
-def _show(path: KeyPath) -> str:
+def shown_key(path: KeyPath) -> str:
     """A path as the caller wrote its key: the bare key for one level."""
     return repr(path[0]) if len(path) == 1 else repr(path)
 
@@ -162,7 +154,7 @@ def flatten_states(tree: Any) -> list[tuple[KeyPath, brainstate.State]]:
         key = tuple(path_key(entry) for entry in path)
         if not _is_state(leaf):
             raise TypeError(
-                f'the entry at key {_show(key)} is a {type(leaf).__name__}, not a '
+                f'the entry at key {shown_key(key)} is a {type(leaf).__name__}, not a '
                 f'brainstate.State; register States, e.g. model.states(brainstate.ParamState)'
             )
         pairs.append((key, leaf))
@@ -222,7 +214,7 @@ class UniqueStateManager:
             clash = self._by_path.get(path)
             if clash is not None or path in paths:
                 raise ReadableKeyError(
-                    f'two different States are registered under the key {_show(path)}; '
+                    f'two different States are registered under the key {shown_key(path)}; '
                     f'register them under distinct keys (for example from a common parent '
                     f'module) so that neither is dropped'
                 )
@@ -231,14 +223,14 @@ class UniqueStateManager:
             )
             if nested:
                 raise ReadableKeyError(
-                    f'the key {_show(path)} and another registered key are nested in each '
+                    f'the key {shown_key(path)} and another registered key are nested in each '
                     f'other, so one State would hide the other; register them under sibling keys'
                 )
             for cut in range(len(path)):
                 level_type = self._key_types.get(path[:cut], type(path[cut]))
                 if level_type is not type(path[cut]):
                     raise ReadableKeyError(
-                        f'the key {_show(path)} puts a key of type {type(path[cut]).__name__} beside '
+                        f'the key {shown_key(path)} puts a key of type {type(path[cut]).__name__} beside '
                         f'keys of type {level_type.__name__}, which JAX cannot order in one dict; use keys '
                         f'of one type per level (for example tuple keys, as model.states() gives)'
                     )
@@ -246,7 +238,7 @@ class UniqueStateManager:
             other_path = self._paths[other] if other is not None else names.get(name)
             if other_path is not None:
                 raise ReadableKeyError(
-                    f'the keys {_show(other_path)} and {_show(path)} both name the parameter '
+                    f'the keys {shown_key(other_path)} and {shown_key(path)} both name the parameter '
                     f'{name!r}; rename one so that state dicts and checkpoints can tell them apart'
                 )
             seen[id(state)] = path
@@ -362,8 +354,7 @@ def deepcopy_owning_states(obj: Any, memo: dict, caches: tuple[str, ...] = ()) -
     for state in _reachable_states(obj):
         if id(state) not in memo:
             twin = state.copy()
-            vars(twin)['_value'] = jax.tree.map(_copied, vars(state)['_value'])
-            vars(twin).pop('_leaves', None)
+            store_raw(twin, jax.tree.map(_copied, RAW(state)))
             memo[id(state)] = twin
     twin = object.__new__(type(obj))
     memo[id(obj)] = twin

@@ -1,8 +1,20 @@
-"""The compiled step: what it is specialised on, the pure update, and eager, traced and donated calls.
+"""The step: the one chain every optimizer runs, the compiled pure update, and its calls.
 
-One step is a pure function of (params, grads, optimizer states, hyper-parameters, count):
-inside a brainstate trace it is traced inline; outside, it is one cached ``jax.jit`` that
-donates the buffers it replaces (see :mod:`stateopt._donation`).
+Each optimizer only declares its algorithm (an optax ``GradientTransformation``
+giving the update *direction*: descent is ``param - lr * direction``); the chain wraps
+it the same way for every optimizer, every param group and the functional API::
+
+    g = clip_by_global_norm(g) ; g = clip(g, ±clip_value) ; g = -g if maximize
+    g = g + weight_decay * p                       (weight_decay='coupled', L2)
+    d, state = algorithm.update(g, state, p)
+    p = p * (1 - lr * weight_decay) - lr * d       (weight_decay='decoupled')
+    p = p - lr * d                                 (otherwise)
+
+One step of an optimizer is a pure function of (params, grads, optimizer states,
+hyper-parameters, count) running that chain per param group: inside a brainstate trace
+it is traced inline; outside, it is one cached ``jax.jit`` that donates the buffers it
+replaces (see :mod:`stateopt._donation`). Last, what a step is given is checked (grads
+keyed, shaped and typed like the registered parameters).
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import brainstate
 import jax
@@ -18,15 +30,109 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._chain import chain_update, global_norm
 from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
 from ._hyper import inside_jax_transform, is_traced
-from ._state import ReadableKeyError, _show
+from ._state import ReadableKeyError, shown_key
 
-__all__ = ['Stepping']
+__all__ = ['Stepping', 'chain_update']
 
+
+# -- the shared chain ---------------------------------------------------------------------------
+
+Decay = Literal['coupled', 'decoupled', None]
+
+
+def global_norm(grads: Any) -> jax.Array:
+    """The L2 norm of all leaves of ``grads`` together."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+
+
+def clip_factor(norm: jax.Array, max_norm: Any) -> jax.Array:
+    """The factor optax's ``clip_by_global_norm`` scales gradients by: ``max_norm / norm`` above the limit."""
+    return jnp.where(norm < max_norm, 1.0, max_norm / norm)
+
+
+def cast_like(new: Any, old: Any) -> Any:
+    """``new`` with every leaf cast to the dtype of the matching leaf of ``old``."""
+    return jax.tree.map(lambda n, o: jnp.asarray(n).astype(jnp.result_type(o)), new, old)
+
+
+def chain_update(
+    algorithm: optax.GradientTransformation,
+    grads: Any,
+    state: Any,
+    params: Any,
+    *,
+    lr: Any,
+    weight_decay: Any = 0.0,
+    decay: Decay = None,
+    maximize: bool = False,
+    grad_clip_norm: Any = None,
+    grad_clip_value: Any = None,
+    norm: Any = None,
+    extra_args: dict | None = None,
+    scale_by_lr: bool = True,
+) -> tuple[Any, Any]:
+    """One update of ``params`` by the shared chain around ``algorithm``.
+
+    Parameters
+    ----------
+    algorithm : optax.GradientTransformation
+        The update direction (no learning rate, no sign flip).
+    grads, state, params : pytree
+        Gradients and parameters of the same structure, and ``algorithm``'s state.
+    lr, weight_decay : scalar
+        Learning rate and weight-decay coefficient (may be traced).
+    decay : {'coupled', 'decoupled', None}
+        How ``weight_decay`` enters: added to the gradient (L2, torch's Adam/SGD),
+        or multiplied into the parameter (torch's AdamW), or not at all.
+    maximize : bool
+        Ascend instead of descend (torch's ``maximize``).
+    grad_clip_norm, grad_clip_value : scalar or None
+        Clip by global norm (``norm`` is that norm when it spans more than ``grads``,
+        as with several param groups), then element-wise to ``[-value, value]``.
+    extra_args : dict, optional
+        Passed to ``algorithm.update`` (for example L-BFGS's ``value``).
+    scale_by_lr : bool
+        False when the algorithm's direction already includes the learning rate
+        (then ``p - d``, and ``lr`` only scales decoupled decay).
+
+    Returns
+    -------
+    (new_params, new_state), each leaf in the dtype it came in.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, optax
+    >>> from stateopt._step import chain_update
+    >>> p, s = chain_update(optax.identity(), {'w': jnp.ones(2)}, optax.EmptyState(),
+    ...                     {'w': jnp.zeros(2)}, lr=0.5)
+    >>> p['w'].tolist()
+    [-0.5, -0.5]
+    """
+    if grad_clip_norm is not None:
+        factor = clip_factor(global_norm(grads) if norm is None else norm, grad_clip_norm)
+        grads = jax.tree.map(lambda g: g * factor.astype(g.dtype), grads)
+    if grad_clip_value is not None:
+        grads = jax.tree.map(lambda g: jnp.clip(g, -grad_clip_value, grad_clip_value), grads)
+    if maximize:
+        grads = jax.tree.map(jnp.negative, grads)
+    if decay == 'coupled':
+        grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+    algorithm = optax.with_extra_args_support(algorithm)
+    direction, new_state = algorithm.update(grads, state, params, **(extra_args or {}))
+    step = lr if scale_by_lr else 1.0
+    if decay == 'decoupled':
+        keep = 1.0 - lr * weight_decay
+        new_params = jax.tree.map(lambda p, d: p * keep - step * d, params, direction)
+    else:
+        new_params = jax.tree.map(lambda p, d: p - step * d, params, direction)
+    return cast_like(new_params, params), cast_like(new_state, state)
+
+
+# -- the compiled step ---------------------------------------------------------------------------
 
 def _signature(value: Any) -> tuple:
     """Structure, shapes and dtypes of a parameter's value."""
@@ -54,7 +160,7 @@ class _StepSpec:
 
 
 @dataclass(eq=False)
-class _Plan:
+class Plan:
     """An optimizer's compiled step and the States it updates; rebuilt when registration changes."""
 
     states: tuple           # every registered State, in registration order
@@ -148,7 +254,7 @@ class Stepping:
             return None, grads
         return grads, closure
 
-    def _get_plan(self) -> _Plan:
+    def _get_plan(self) -> Plan:
         if self._plan is not None:
             return self._plan
         if not len(self._registry):
@@ -171,7 +277,7 @@ class Stepping:
             compiled = _compile_step(spec)
         schedules = tuple((index, group._lr_schedule) for index, group in enumerate(self._groups)
                           if group._lr_schedule is not None and group._positions)
-        self._plan = _Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules)
+        self._plan = Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules)
         return self._plan
 
     @property
@@ -221,7 +327,7 @@ class Stepping:
             scale_by_lr=not cls._lr_in_algorithm,
         )
 
-    def _traced_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
+    def _traced_step(self, plan: Plan, grads: Any, extra: dict) -> None:
         """Inside a brainstate transform: trace the update inline through State reads/writes."""
         params = tuple(state.value for state in plan.states)
         hypers = tuple(group._hyper.value for group in self._groups)
@@ -232,7 +338,7 @@ class Stepping:
         self.opt_state.value = new_states
         self.step_count.value = count
 
-    def _eager_step(self, plan: _Plan, grads: Any, extra: dict) -> None:
+    def _eager_step(self, plan: Plan, grads: Any, extra: dict) -> None:
         """Outside any trace: one call of the cached jit, reusing the buffers it replaces."""
         if plan.schedules:
             self._check_scheduled_lrs(plan)
@@ -253,7 +359,7 @@ class Stepping:
         store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
         write_back((self.step_count,), (count,))
 
-    def _check_scheduled_lrs(self, plan: _Plan) -> None:
+    def _check_scheduled_lrs(self, plan: Plan) -> None:
         """Refuse, before anything changes, a schedule that gives a negative or NaN lr now."""
         count = _RAW(self.step_count)
         for index, schedule in plan.schedules:
@@ -301,12 +407,12 @@ def _select_grads(spec: _StepSpec, grads: Any) -> list:
         if children is None:
             raise ValueError(f'grads{_where(where)} must be a dict keyed like the registered '
                              f'States, got {_kind(node)}')
-        missing = [_show(where + (k,)) for k, sub in expected.items()
+        missing = [shown_key(where + (k,)) for k, sub in expected.items()
                    if k not in children and not isinstance(sub, _Alias)]
         if missing:
             raise ReadableKeyError(f'grads has no gradient for {", ".join(missing)}; pass a gradient for '
                            f'every registered State, keyed as it was registered')
-        unknown = [_show(where + (k,)) for k in children if k not in expected]
+        unknown = [shown_key(where + (k,)) for k in children if k not in expected]
         if unknown:
             raise ReadableKeyError(f'grads has the keys {", ".join(unknown)}, which are not registered '
                            f'States; register them or leave them out')

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import optimizers
-from ._chain import chain_update
 from ._groups import as_dynamic as _as_dynamic
 from ._optimizer import OptaxOptimizer
+from ._step import chain_update
 
 __all__ = ['init', 'update', 'step', 'OPTIMIZERS']
 

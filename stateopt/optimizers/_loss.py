@@ -14,7 +14,7 @@ from typing import Any
 
 import brainstate
 
-from .._donation import RAW
+from .._donation import RAW, store_raw
 from .._hyper import is_traced
 from .._optimizer import OptaxOptimizer
 from .._state import UniqueStateManager, unflatten
@@ -139,9 +139,9 @@ class Objective:
         # stored directly, as RAW reads: the States hold the probed values only while the closure
         # runs, which must not be recorded as writes of the trace around the step
         for state, name in zip(states, params):
-            vars(state)['_value'] = params[name]
+            store_raw(state, params[name])
         try:
             return _loss_of(self._closure())
         finally:
             for state, value in zip(states, saved):
-                vars(state)['_value'] = value
+                store_raw(state, value)

@@ -8,20 +8,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._hyper import LR, WEIGHT_DECAY, Hyperparameters, Param, is_traced, open_unit_interval
+from .._hyper import LR, WEIGHT_DECAY, Hyperparameters, Param, beta_tuple
 from .._optimizer import OptaxOptimizer
 from ._common import EPS, one_minus_power
 
 __all__ = ['Adan', 'AdanState', 'scale_by_adan']
-
-
-def _three_betas(name: str, value: Any) -> tuple:
-    """Three real numbers, each in ``[0, 1)``."""
-    if is_traced(value):
-        return tuple(value)
-    if not isinstance(value, (tuple, list)) or len(value) != 3:
-        raise ValueError(f'{name} must be a triple (beta1, beta2, beta3), got {value!r}')
-    return tuple(open_unit_interval(f'{name}[{i}]', beta) for i, beta in enumerate(value))
 
 
 class Adan(OptaxOptimizer):
@@ -49,7 +40,7 @@ class Adan(OptaxOptimizer):
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR,
-        Param('betas', (0.98, 0.92, 0.99), _three_betas, 'The decay rates ``(b1, b2, b3)`` of the running '
+        Param('betas', (0.98, 0.92, 0.99), beta_tuple(3), 'The decay rates ``(b1, b2, b3)`` of the running '
               'averages ``m``, ``v`` and ``n`` above.', type='tuple of float'),
         EPS, WEIGHT_DECAY)
     _decay = 'decoupled'

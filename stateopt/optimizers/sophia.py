@@ -48,7 +48,7 @@ class Sophia(EvaluatesLoss):
     >>> grad = brainstate.transform.grad(loss, grad_states={'x': x})
     >>> for _ in range(2):
     ...     _ = opt.step(grad(), closure=loss)
-    >>> [round(v, 4) for v in opt.state_dict()['state']['x']['0.nu'].tolist()]  # 0.01 diag(∇²L)
+    >>> [round(v, 4) for v in opt.state_dict()['state']['x']['hessian'].tolist()]  # 0.01 diag(∇²L)
     [0.02, 2.0]
     """
 
