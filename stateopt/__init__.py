@@ -1,7 +1,14 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
 from . import functional, optimizers
-from ._checkpoint import (
+from ._jit import donating_jit
+from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
+from ._plot import plot_schedule
+from ._schedulers import *  # noqa: F403
+from ._schedulers import __all__ as _SCHEDULERS
+from ._state import OptimState, UniqueStateManager, param_name
+from ._version import __version__
+from .checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
     CheckpointSave,
@@ -10,13 +17,6 @@ from ._checkpoint import (
     save_checkpoint,
     save_checkpoint_async,
 )
-from ._jit import donating_jit
-from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
-from ._plot import plot_schedule
-from ._schedulers import *  # noqa: F403
-from ._schedulers import __all__ as _SCHEDULERS
-from ._state import OptimState, UniqueStateManager, param_name
-from ._version import __version__
 from .optimizers import (  # noqa: F401
     ADOPT,
     LBFGS,

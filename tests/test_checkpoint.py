@@ -1052,7 +1052,7 @@ def test_what_is_not_a_checkpoint_is_refused_quickly_in_little_memory(refusals, 
 def documented_layout() -> tuple[dict, list]:
     """The file layout as the module documentation states it: the offset and size of each field
     (``'48 + H'`` and ``'H'`` as written), and the byte ranges the checksum covers."""
-    doc = sys.modules['stateopt._checkpoint'].__doc__
+    doc = sys.modules['stateopt.checkpoint'].__doc__
     rows = re.findall(r'^    (\d+(?: \+ H)?) +(\d+|H|\.\.\.) +(.+)$', doc, re.MULTILINE)
     fields = {}
     for offset, size, text in rows:
