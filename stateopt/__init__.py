@@ -1,11 +1,8 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
-from . import functional, optimizers
+from . import functional, optimizers, schedulers
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
-from ._plot import plot_schedule
-from ._schedulers import *  # noqa: F403
-from ._schedulers import __all__ as _SCHEDULERS
 from ._state import OptimState, UniqueStateManager, param_name
 from ._version import __version__
 from .checkpoint import (
@@ -17,7 +14,7 @@ from .checkpoint import (
     save_checkpoint,
     save_checkpoint_async,
 )
-from .optimizers import (  # noqa: F401
+from .optimizers import (
     ADOPT,
     LBFGS,
     SGD,
@@ -51,6 +48,30 @@ from .optimizers import (  # noqa: F401
     Sophia,
     Yogi,
 )
+from .schedulers import (
+    SCHEDULERS,
+    ChainedScheduler,
+    ConstantLR,
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    ExponentialDecayLR,
+    ExponentialLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    MultiplicativeLR,
+    MultiStepLR,
+    OneCycleLR,
+    PiecewiseConstantSchedule,
+    PolynomialLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    StepLR,
+    WarmupCosineSchedule,
+    WarmupScheduler,
+    plot_schedule,
+)
 
 #: Every optimizer class of the catalogue, in documentation order.
 OPTIMIZERS = list(optimizers.__all__)
@@ -62,5 +83,5 @@ __all__ = [
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
     'CheckpointError', 'CheckpointMismatchError',
-    'plot_schedule', *_SCHEDULERS,
+    'SCHEDULERS', 'LRScheduler', *SCHEDULERS, 'plot_schedule',
 ]

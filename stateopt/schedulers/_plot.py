@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._schedulers import LRScheduler, _int
+from ._base import LRScheduler, _int
 
 __all__ = ['plot_schedule']
 

@@ -1,0 +1,658 @@
+"""The scheduler base: counters in OptimStates, one compiled step, state dicts, the protocol."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._groups import to_python as _to_python
+from .._hyper import check_number, inside_jax_transform, is_traced
+from .._optimizer import OptaxOptimizer
+from .._state import OptimState
+from .._state_dict import StateDictKeyError, checked_array, described
+
+LRs = float | Sequence[float]
+F32, I32 = jnp.float32, jnp.int32
+
+
+# -- validation and small helpers ------------------------------------------------------------
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+    return int(value)
+
+
+def _per_group(name: str, value: Any, **bounds: Any) -> tuple[float, ...]:
+    """A number, or a non-empty list with one number per param group."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f'{name} must be a number or a non-empty list of numbers, got {value!r}')
+        return tuple(check_number(f'{name}[{i}]', v, **bounds) for i, v in enumerate(value))
+    return (check_number(name, value, **bounds),)
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f'{name} must be one of {", ".join(map(repr, options))}; got {value!r}')
+    return value
+
+
+def _pick(values: Sequence, group: int) -> Any:
+    """The entry of a per-group list for ``group``; groups past its end take the last entry."""
+    return values[min(group, len(values) - 1)]
+
+
+def _f32(value: Any) -> jax.Array:
+    return jnp.asarray(value, F32)
+
+
+def _cos_weight(position: Any, period: Any) -> jax.Array:
+    """``(1 + cos(pi * position / period)) / 2``, as ``sin(pi (period - position) / (2 period))^2``.
+
+    The sine form keeps float32's relative precision where the weight nears zero.
+    """
+    offset = jnp.mod(_f32(period) - _f32(position), 2 * _f32(period))
+    return jnp.square(jnp.sin(jnp.pi / 2 * offset / period))
+
+
+def _where(condition: Any, on_true: Any, on_false: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+def _like(new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.asarray(n, jnp.result_type(o)), new, old)
+
+
+def _is_state(value: Any) -> bool:
+    return isinstance(value, brainstate.State)
+
+
+def _group_values(groups: Sequence, momentum_key: str | None) -> dict:
+    """The lrs of ``groups`` and, when a scheduler cycles it, their momentum (or beta1)."""
+    momenta = None
+    if momentum_key == 'betas':
+        momenta = tuple(group['betas'][0] for group in groups)
+    elif momentum_key == 'momentum':
+        momenta = tuple(group['momentum'] for group in groups)
+    return {'lr': tuple(group['lr'] for group in groups), 'momentum': momenta}
+
+
+def _check_lengths(owner: str, lengths: Mapping[str, int]) -> None:
+    """Refuse per-group lists of different lengths: each gives one value per param group."""
+    if len(set(lengths.values())) > 1:
+        shown = ' and '.join(f'{name} has {count}' for name, count in lengths.items())
+        raise ValueError(f'{owner}: {shown} values; a list gives one value per param group, so the '
+                         f'lists must have the same length (or give a single value for all groups)')
+
+
+def _check_optimizer(value: Any, what: str) -> None:
+    if not isinstance(value, OptaxOptimizer):
+        raise TypeError(f'{what} expects a stateopt optimizer (such as stateopt.SGD(...) or '
+                        f'stateopt.AdamW(...)), got {type(value).__name__}: {value!r}')
+
+
+def _torch_form(init: Callable) -> Callable:
+    """``init``, also accepting torch's form with the optimizer first: ``StepLR(optimizer, 30)``.
+
+    In that form the other arguments follow torch's signature, the scheduler takes each
+    group's base lr from the optimizer (torch's ``initial_lr``) and attaches to it, as
+    ``OptimizerClass(lr=scheduler)`` would.
+    """
+
+    @functools.wraps(init)
+    def init_or_torch_form(self: LRScheduler, *args: Any, **kwargs: Any) -> None:
+        if args and (isinstance(args[0], OptaxOptimizer) or hasattr(args[0], 'param_groups')):
+            optimizer, args = args[0], args[1:]
+        elif 'optimizer' in kwargs:
+            optimizer = kwargs.pop('optimizer')
+        else:
+            if '_base_lr_given' not in vars(self):  # the outermost constructor records it
+                self._base_lr_given = bool(args) or 'base_lr' in kwargs
+            init(self, *args, **kwargs)
+            return
+        self._base_lr_given = False
+        init(self, **type(self)._torch_arguments(optimizer, args, kwargs))
+        self._attach_torch_form(optimizer)
+
+    return init_or_torch_form
+
+
+# -- the base -------------------------------------------------------------------------------------
+
+class LRScheduler:
+    r"""Base of the schedulers, and the constant schedule ``lr_t = base_lr``.
+
+    Each param group ``g`` has a base lr ``b_g`` (torch's ``initial_lr``): ``base_lr``
+    for group 0, the ``lr`` a group was added with for the others. A scheduler passed
+    as ``lr=`` to a stateopt optimizer attaches to it: every group's lr then follows
+    the schedule from its own ``b_g``, inside or outside ``jit``, and the optimizer's
+    ``state_dict`` carries the scheduler's.
+
+    Every scheduler also takes torch's form, the optimizer first:
+    ``StepLR(opt, 30)``, ``ReduceLROnPlateau(opt, 'min')``,
+    ``SequentialLR(opt, [first, second], milestones=[5])`` (with schedulers built
+    without the optimizer) or ``ChainedScheduler([first, second], opt)``. The other
+    arguments then follow torch's signature, every group's base lr is its lr in the
+    optimizer (torch's ``initial_lr``), and the scheduler attaches as ``lr=scheduler``
+    would.
+
+    Parameters
+    ----------
+    base_lr : float or list of float
+        Group 0's base lr. A list gives one lr per group to a scheduler used on its
+        own; attached, each group takes its ``lr`` from ``add_param_group``.
+    last_epoch : int
+        Start as if stepped this many times (torch's fresh start, ``last_epoch=-1``,
+        is 0 here).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, brainstate, stateopt
+    >>> sched = stateopt.StepLR(base_lr=0.1, step_size=2, gamma=0.5)
+    >>> opt = stateopt.SGD(lr=sched).register_trainable_weights(
+    ...     {'w': brainstate.ParamState(jnp.zeros(2))})
+    >>> _ = opt.add_param_group({'b': brainstate.ParamState(jnp.zeros(1))}, lr=0.02)
+    >>> for _ in range(2):
+    ...     sched.step()
+    >>> [round(lr, 6) for lr in sched.get_last_lr()]
+    [0.05, 0.01]
+    >>> round(float(sched(4)), 6)  # as an optax schedule: group 0's lr at step 4
+    0.025
+    >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights(
+    ...     {'w': brainstate.ParamState(jnp.zeros(2))})
+    >>> sched = stateopt.StepLR(opt, 2, 0.5)  # torch's form
+    >>> for _ in range(2):
+    ...     sched.step()
+    >>> opt.lr_scheduler is sched, [round(lr, 6) for lr in opt.get_last_lr()]
+    (True, [0.05])
+    """
+
+    __module__ = 'stateopt'
+    #: True when the lrs come from the scheduler's own per-group values, not the groups' lrs.
+    _absolute = False
+    #: The counters besides ``last_epoch``, each an OptimState attribute.
+    _extra_counters: tuple[str, ...] = ()
+    #: torch's parameters after the optimizer, in order, where they differ from this class's own.
+    _torch_params: tuple[str, ...] | None = None
+    #: The per-group list parameters given as lists: ``{name: number of values}``.
+    _listed: dict[str, int] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if '__init__' in vars(cls):
+            cls.__init__ = _torch_form(cls.__init__)
+
+    @_torch_form
+    def __init__(self, base_lr: LRs = 1e-3, last_epoch: int = 0):
+        self._base_list = _per_group('base_lr', base_lr, low=0.0)
+        lengths = dict(self._listed)
+        if not self._absolute and len(self._base_list) > 1:
+            lengths['base_lr'] = len(self._base_list)
+        _check_lengths(type(self).__name__, lengths)
+        if isinstance(last_epoch, int) and last_epoch == -1:
+            raise ValueError(f'last_epoch=-1 is torch\'s fresh start; here a fresh scheduler has '
+                             f'last_epoch=0 (the default). In torch\'s form, '
+                             f'{type(self).__name__}(optimizer, ...), last_epoch=-1 is accepted')
+        self._setup_states(_int('last_epoch', last_epoch, 0))
+
+    def _per_group_param(self, name: str, value: Any, **bounds: Any) -> tuple:
+        """``_per_group``, recording a list's length (checked against the param groups)."""
+        values = _per_group(name, value, **bounds)
+        if isinstance(value, (list, tuple)):
+            self._listed = {**self._listed, name: len(values)}
+        return values
+
+    # -- torch's form -----------------------------------------------------------------------------
+    @classmethod
+    def _base_from_groups(cls) -> bool:
+        """Whether torch's form takes ``base_lr`` from the optimizer's groups."""
+        return not cls._absolute and 'base_lr' in inspect.signature(cls.__init__).parameters
+
+    @classmethod
+    def _torch_arguments(cls, optimizer: Any, args: tuple, kwargs: dict) -> dict:
+        """The keyword arguments of torch's ``cls(optimizer, *args, **kwargs)``."""
+        name = cls.__name__
+        _check_optimizer(optimizer, f'{name}(optimizer, ...)')
+        names = cls._torch_params
+        if names is None:
+            own = list(inspect.signature(cls.__init__).parameters.values())[1:]
+            names = tuple(p.name for p in own if p.kind is p.POSITIONAL_OR_KEYWORD
+                          and not (p.name == 'base_lr' and cls._base_from_groups()))
+        if len(args) > len(names):
+            raise TypeError(f'{name}(optimizer, ...) takes at most {len(names)} positional arguments '
+                            f'after the optimizer ({", ".join(names)}), got {len(args)}')
+        arguments = dict(zip(names, args))
+        for key in kwargs:
+            if key in arguments:
+                raise TypeError(f'{name}(optimizer, ...) got multiple values for argument {key!r}')
+        arguments.update(kwargs)
+        last_epoch = arguments.pop('last_epoch', -1)
+        if last_epoch != -1:
+            raise ValueError(f'{name}(optimizer, ..., last_epoch={last_epoch!r}): in torch\'s form only '
+                             f'last_epoch=-1 (a fresh start) is accepted; to resume, load the saved state '
+                             f'with load_state_dict (the scheduler\'s or the optimizer\'s)')
+        if cls._base_from_groups():
+            if 'base_lr' in arguments:
+                raise ValueError(f'{name}(optimizer, ..., base_lr=...): in torch\'s form each group\'s base '
+                                 f'lr is its lr in the optimizer; drop base_lr, or write '
+                                 f'{name}(base_lr=..., ...) and pass it as the optimizer\'s lr=')
+            arguments['base_lr'] = optimizer.param_groups[0].initial_lr
+        return arguments
+
+    def _attach_torch_form(self, optimizer: Any) -> None:
+        """Attach to ``optimizer`` after construction in torch's form."""
+        self.attach_optimizer(optimizer)
+
+    def _given_base(self) -> tuple | None:
+        """The base lrs given to the constructor, or ``None`` (not given, or not used)."""
+        return self._base_list if self._base_lr_given and not self._absolute else None
+
+    def _rebase(self, lr: float) -> None:
+        """Take ``lr`` as group 0's base lr (a composite's child, in torch's form)."""
+        if not self._absolute:
+            self._base_list = (lr,)
+
+    def _tree(self) -> Iterator[LRScheduler]:
+        """This scheduler and, for composites, every scheduler inside it."""
+        yield self
+
+    def _setup_states(self, start: int) -> None:
+        """Create the counter, base and lr States at epoch ``start``."""
+        self.optimizer = None
+        self._parent: LRScheduler | None = None
+        self._momentum_key: str | None = None
+        self._compiled: Callable | None = None
+        fresh = self._fresh(start)
+        self.last_epoch = OptimState(fresh['last_epoch'])
+        for name in self._extra_counters:
+            setattr(self, name, OptimState(fresh[name]))
+        bases = tuple(_f32(base) for base in self._base_list)
+        groups = tuple(range(len(bases)))
+        self._bases: OptimState | None = OptimState(bases)
+        values = self._start({'lr': bases, 'momentum': None}, bases, groups, fresh)
+        self._lrs: OptimState | None = OptimState(values['lr'])
+
+    # -- the rule (pure; override) ------------------------------------------------------------
+    def _closed(self, base: Any, epoch: Any, group: int) -> Any:
+        """The lr of a group with base lr ``base`` at ``epoch``."""
+        del epoch, group
+        return base
+
+    def _recursive(self, lr: Any, base: Any, epoch: Any, group: int) -> Any:
+        """The lr after a step to ``epoch`` from ``lr`` (``epoch == 0``: the initial step)."""
+        del lr
+        return self._closed(base, epoch, group)
+
+    def _momentum(self, state: dict, group: int) -> Any:
+        """The momentum (or beta1) at ``state``, for schedulers that cycle it."""
+        raise NotImplementedError
+
+    @property
+    def _cycles_momentum(self) -> bool:
+        return False
+
+    @property
+    def _uses_metric(self) -> bool:
+        return False
+
+    def _fresh(self, epoch: int) -> dict:
+        """The counters after ``epoch`` steps."""
+        return {'last_epoch': jnp.asarray(epoch, I32)}
+
+    def _advance(self, state: dict, values: dict, bases: tuple, groups: tuple,
+                 epoch: Any = None, metric: Any = None) -> tuple[dict, dict]:
+        """One step: ``(counters, {'lr': lrs, 'momentum': momenta})`` after it, purely."""
+        del metric
+        if epoch is None:
+            epoch = optax.safe_increment(state['last_epoch'])
+            lrs = tuple(self._recursive(lr, base, epoch, g)
+                        for lr, base, g in zip(values['lr'], bases, groups))
+        else:
+            lrs = tuple(self._closed(base, epoch, g) for base, g in zip(bases, groups))
+        state = {**state, 'last_epoch': jnp.asarray(epoch, I32)}
+        return state, self._with_momentum(state, {**values, 'lr': tuple(map(_f32, lrs))}, groups)
+
+    def _with_momentum(self, state: dict, values: dict, groups: tuple) -> dict:
+        if not self._cycles_momentum or values['momentum'] is None:
+            return values
+        return {**values, 'momentum': tuple(_f32(self._momentum(state, g)) for g in groups)}
+
+    def _start(self, values: dict, bases: tuple, groups: tuple, state: dict) -> dict:
+        """``values`` for groups that join at ``state`` with base lrs ``bases``."""
+        lrs = tuple(_f32(self._closed(base, state['last_epoch'], g)) for base, g in zip(bases, groups))
+        return self._with_momentum(state, {**values, 'lr': lrs}, groups)
+
+    def _begin(self, values: dict, bases: tuple, groups: tuple) -> dict:
+        """torch's initial step, applied to the current ``values`` at epoch 0."""
+        zero = jnp.asarray(0, I32)
+        lrs = tuple(_f32(self._recursive(lr, base, zero, g))
+                    for lr, base, g in zip(values['lr'], bases, groups))
+        return self._with_momentum(self._fresh(0), {**values, 'lr': lrs}, groups)
+
+    def _restart(self, values: dict, bases: tuple, groups: tuple) -> dict:
+        """The values this scheduler sets when a SequentialLR switches to it."""
+        return self._start(values, bases, groups, self._fresh(0))
+
+    def _value(self, count: Any, base: Any) -> Any:
+        """Group 0's lr at step ``count`` (the optax schedule)."""
+        return self._closed(base, count, 0)
+
+    def _group_base(self, group: int, initial_lr: float) -> float:
+        return _pick(self._base_list, group) if self._absolute else initial_lr
+
+    def _epoch_input(self, epoch: Any) -> Any:
+        if is_traced(epoch):
+            return jnp.asarray(epoch).astype(I32)
+        return jnp.asarray(_int('epoch', epoch, 0), I32)
+
+    # -- the States ---------------------------------------------------------------------------
+    def _root(self) -> LRScheduler:
+        return self if self._parent is None else self._parent._root()
+
+    def _counters(self) -> dict:
+        return {'last_epoch': self.last_epoch, **{name: getattr(self, name) for name in self._extra_counters}}
+
+    def _state(self) -> dict:
+        return jax.tree.map(lambda state: state.value, self._counters(), is_leaf=_is_state)
+
+    def _write_state(self, state: dict) -> None:
+        holders = jax.tree.leaves(self._counters(), is_leaf=_is_state)
+        for holder, value in zip(holders, jax.tree.leaves(state)):
+            holder.value = value
+
+    def _read_values(self) -> dict:
+        if self.optimizer is None:
+            return {'lr': tuple(self._lrs.value), 'momentum': None}
+        return _group_values(self.optimizer.param_groups, self._momentum_key)
+
+    def _write_values(self, values: dict, groups: Sequence | None = None) -> None:
+        if self.optimizer is None:
+            self._lrs.value = tuple(values['lr'])
+            return
+        groups = self.optimizer.param_groups if groups is None else groups
+        for group, lr in zip(groups, values['lr']):
+            group._assign('lr', lr)
+        for group, momentum in zip(groups, values['momentum'] or ()):
+            if self._momentum_key == 'betas':
+                group._assign('betas', (momentum, group['betas'][1]))
+            else:
+                group._assign('momentum', momentum)
+
+    def _run(self, epoch: Any, metric: Any) -> None:
+        """Step the whole scheduler: traced inline under a brainstate trace, else compiled."""
+        if self.optimizer is not None:
+            self._check_group_lists(len(self.optimizer.param_groups))
+        state, values, bases = self._state(), self._read_values(), self._bases.value
+        groups = tuple(range(len(bases)))
+        if is_traced((state, values, bases)):      # the States are traced: a brainstate transform
+            state, values = self._advance(state, values, bases, groups, epoch, metric)
+        else:
+            if inside_jax_transform(epoch, metric):
+                raise brainstate.TraceContextError(
+                    f'{type(self).__name__}.step was called inside a raw JAX transform (jax.jit, '
+                    f'jax.vmap, jax.grad, ...), which cannot carry State updates out; nothing was '
+                    f'changed. Use brainstate.transform.jit (or stateopt.donating_jit) instead')
+            if self._compiled is None:
+                self._compiled = jax.jit(self._advance, static_argnums=(3,))
+            state, values = self._compiled(state, values, bases, groups, epoch, metric)
+        self._write_state(state)
+        self._write_values(values)
+
+    def _require_root(self, action: str) -> None:
+        if self._parent is not None:
+            raise RuntimeError(f'this {type(self).__name__} is part of a {type(self._parent).__name__}; '
+                               f'{action} the {type(self._parent).__name__} instead')
+
+    # -- public API ---------------------------------------------------------------------------
+    def step(self, epoch: int | None = None) -> None:
+        """Advance one step, or jump to ``epoch`` (then the closed form gives the lr)."""
+        self._require_root('step')
+        self._run(None if epoch is None else self._epoch_input(epoch), None)
+
+    def get_last_lr(self) -> list:
+        """The lr of every group, as Python floats when concrete (torch's ``get_last_lr``)."""
+        root = self._root()
+        return [_to_python(lr) for lr in root._read_values()['lr']]
+
+    @property
+    def base_lr(self) -> float:
+        """Group 0's base lr."""
+        return self._base_list[0]
+
+    @property
+    def base_lrs(self) -> list:
+        """The base lr of every group (torch's ``base_lrs``)."""
+        return [_to_python(base) for base in self._root()._bases.value]
+
+    def __call__(self, count: Any) -> jax.Array:
+        """Group 0's lr at step ``count``: a scheduler is also an optax schedule."""
+        return _f32(self._value(jnp.asarray(count), self._root()._bases.value[0]))
+
+    def attach_optimizer(self, optimizer: Any) -> None:
+        """Drive every param group of ``optimizer`` (done by ``OptimizerClass(lr=scheduler)``).
+
+        Each group's lr becomes the schedule's value at the current step for that
+        group's base lr; group 0 continues from this scheduler's own lr. Afterwards
+        the groups' lr States are the only copy of the lrs.
+
+        A per-group list (``max_lr=[...]``, ``min_lr=[...]``, ...) must have one value
+        per group. While the optimizer has no parameters yet (``OptimizerClass(lr=
+        scheduler)``) it may have more, for the groups still to be added; stepping
+        checks that they all were.
+
+        Raises
+        ------
+        TypeError
+            ``optimizer`` is not a stateopt optimizer.
+        ValueError
+            The scheduler is attached elsewhere, the optimizer has another scheduler or a
+            group with its own lr schedule, ``base_lr`` is a list (give each group its
+            ``lr`` instead), a per-group list does not match the groups, or a group
+            cannot vary the momentum this scheduler cycles. Nothing changes.
+        """
+        _check_optimizer(optimizer, f'{type(self).__name__}.attach_optimizer')
+        self._require_root('attach')
+        if self.optimizer is optimizer:
+            return
+        if self.optimizer is not None:
+            raise ValueError(f'this {type(self).__name__} is already attached to another optimizer')
+        if optimizer._scheduler not in (None, self):
+            raise ValueError(
+                f'the optimizer is already driven by a {type(optimizer._scheduler).__name__}, and an '
+                f'optimizer has one lr scheduler. To combine schedulers, build them without the optimizer '
+                f'and give it to the composite: SequentialLR(optimizer, [first, second, ...], '
+                f'milestones=[...]) or ChainedScheduler([first, second, ...], optimizer)')
+        if not self._absolute and len(self._base_list) > 1:
+            raise ValueError(
+                f'base_lr={list(self._base_list)} gives one lr per group, but an attached scheduler '
+                f'takes each group\'s base lr from the group: pass base_lr={self._base_list[0]} and '
+                f'add_param_group(states, lr=...) for the others')
+        groups = optimizer.param_groups
+        for group in groups:
+            if group._lr_schedule is not None:
+                raise ValueError(
+                    f'param group {group.index} has its own lr schedule (lr={group._lr_schedule!r}), which a '
+                    f'scheduler cannot drive; give the optimizer a number lr (torch\'s form takes it as the '
+                    f'base lr), or pass the scheduler as its lr=')
+        self._check_group_lists(len(groups), pending=not any(group.names for group in groups))
+        key = None
+        if self._cycles_momentum:
+            hyperparams = optimizer._hyperparams
+            key = 'betas' if 'betas' in hyperparams else 'momentum' if 'momentum' in hyperparams else None
+        bases = tuple(_f32(self._group_base(g, self.base_lr if g == 0 else group.initial_lr))
+                      for g, group in enumerate(groups))
+        values = self._start(_group_values(groups, key), bases, tuple(range(len(groups))), self._state())
+        add_buffers = getattr(optimizer, '_add_momentum_buffers', None) if key == 'momentum' else None
+        if key == 'momentum' and add_buffers is None:
+            self._check_momentum(optimizer, groups, values['momentum'])
+        own = tuple(self._lrs.value)
+        optimizer._scheduler = self
+        self.optimizer, self._momentum_key = optimizer, key
+        self._bases.value = bases
+        self._lrs = None
+        self._write_values({**values, 'lr': own + values['lr'][len(own):]})
+        if add_buffers is not None:
+            add_buffers()
+        self._bind_children(optimizer)
+
+    def _group_lists(self) -> dict[str, int]:
+        """The per-group list parameters given as lists, ``{name: number of values}``."""
+        return dict(self._listed)
+
+    def _check_group_lists(self, groups: int, pending: bool = False) -> None:
+        """Refuse a per-group list without one value per group (``pending``: more may come)."""
+        for name, count in self._group_lists().items():
+            if count < groups or (count > groups and not pending):
+                raise ValueError(
+                    f'{type(self).__name__}: {name} has {count} values (one per param group), but the '
+                    f'optimizer has {groups} param group{"s" if groups != 1 else ""}; give one value per '
+                    f'group, or a single value for all groups')
+
+    def _check_momentum(self, optimizer: Any, groups: Sequence, momenta: tuple) -> None:
+        """Refuse groups whose state cannot follow a cycled momentum (see ``_check_assignment``)."""
+        for group, momentum in zip(groups, momenta):
+            if is_traced(momentum):
+                continue
+            try:
+                optimizer._check_assignment(group, 'momentum', float(momentum))
+            except ValueError as err:
+                raise ValueError(f'{type(self).__name__} cycles the momentum (cycle_momentum=True), '
+                                 f'but {err}; or pass cycle_momentum=False') from err
+
+    def _bind_children(self, optimizer: Any) -> None:
+        """Composites point their children at ``optimizer``."""
+
+    def _check_new_group(self, hyperparams: Mapping) -> None:
+        """Refuse, before the optimizer adds it, a group this scheduler cannot drive.
+
+        That is a group past the end of a per-group list, or one with ``momentum=0``
+        when this scheduler cycles the momentum and the optimizer keeps no momentum
+        buffer for it.
+        """
+        groups = len(self.optimizer.param_groups)
+        for name, count in self._group_lists().items():
+            if count <= groups:
+                raise ValueError(
+                    f'{type(self).__name__}: {name} has {count} values (one per param group) and the '
+                    f'optimizer already has {groups} param group{"s" if groups != 1 else ""}, so a new group '
+                    f'would have none; list one value per group when building the scheduler, or give a '
+                    f'single value for all groups')
+        if self._momentum_key == 'momentum' and hyperparams.get('momentum') == 0 and \
+                not hasattr(self.optimizer, '_add_momentum_buffers'):
+            raise ValueError(f'{type(self).__name__} cycles the momentum (cycle_momentum=True), but the new '
+                             f'group has momentum=0 and would keep no momentum buffer; give it momentum > 0 '
+                             f'or pass cycle_momentum=False')
+
+    def _group_added(self, group: Any) -> None:
+        """Called by the optimizer after ``add_param_group``: schedule the new group."""
+        index = group.index
+        base = _f32(self._group_base(index, group.initial_lr))
+        self._bases.value = (*self._bases.value, base)
+        values = self._read_values()
+        mine = {'lr': values['lr'][index:index + 1],
+                'momentum': None if values['momentum'] is None else values['momentum'][index:index + 1]}
+        values = self._start(mine, (base,), (index,), self._state())
+        self._write_values(values, [group])
+        if self._momentum_key == 'momentum':
+            self._check_momentum(self.optimizer, [group], values['momentum'])
+
+    def state_dict(self) -> dict:
+        """The counters, every group's base lr and current lr, as arrays.
+
+        A scheduler inside a SequentialLR or ChainedScheduler has only its own counters
+        (the composite's ``state_dict()['schedulers'][i]``): the lrs belong to the
+        composite, which (or whose optimizer) a checkpoint should hold.
+        """
+        if self._parent is not None:
+            return self._state()
+        return {**self._state(), 'base_lrs': list(self._bases.value),
+                'lrs': list(self._read_values()['lr'])}
+
+    def check_state_dict(self, state_dict: Any) -> None:
+        """Raise ``KeyError`` or ``ValueError`` naming the entry unless ``state_dict`` fits."""
+        if self._parent is not None:
+            self._checked_counters(state_dict)
+        else:
+            self._check_state_dict(state_dict)
+
+    def _checked_counters(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
+        """A composite's child's state dict (its own counters), checked; raise on any mismatch."""
+        checked = _checked_tree(where, state_dict, self._state())
+        check_number(f"{where}['last_epoch']", checked['last_epoch'], low=0)
+        return checked
+
+    def _check_state_dict(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
+        """The values of ``state_dict``, checked against this scheduler; raise on any mismatch."""
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f'{where} must be a dict, got {described(state_dict)}')
+        checked = _checked_tree(where, state_dict, self.state_dict())
+        for key in ('base_lrs', 'lrs'):
+            for i, lr in enumerate(checked[key]):
+                check_number(f'{where}[{key!r}][{i}]', lr, low=0.0)
+        check_number(f"{where}['last_epoch']", checked['last_epoch'], low=0)
+        return checked
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore :meth:`state_dict` output, after checking all of it (nothing changes on error).
+
+        A scheduler inside a SequentialLR or ChainedScheduler restores its own counters only.
+        """
+        if self._parent is not None:
+            self._write_state(self._checked_counters(state_dict))
+            return
+        checked = self._check_state_dict(state_dict)
+        self._write_state({key: value for key, value in checked.items() if key not in ('base_lrs', 'lrs')})
+        self._bases.value = tuple(checked['base_lrs'])
+        self._write_values({'lr': tuple(checked['lrs']), 'momentum': None})
+
+    # -- plotting support -----------------------------------------------------------------------
+    def _trajectory(self, steps: int) -> np.ndarray:
+        """Every group's lr at steps ``0 .. steps - 1`` from a fresh start, shape (steps, groups)."""
+        bases = self._root()._bases.value
+        groups = tuple(range(len(bases)))
+
+        def run(bases):
+            values = self._begin({'lr': bases, 'momentum': None}, bases, groups)
+
+            def body(carry, _):
+                state, values = carry
+                new = self._advance(state, values, bases, groups)
+                return _like(new, carry), values['lr']
+
+            return jax.lax.scan(body, (self._fresh(0), values), None, length=steps)[1]
+
+        return np.stack([np.asarray(lr) for lr in jax.jit(run)(bases)], axis=1)
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(base_lr={_to_python(self.base_lr)!r}, '
+                f'last_epoch={_to_python(self.last_epoch.value)!r})')
+
+
+def _checked_tree(where: str, saved: Any, template: Any) -> Any:
+    """``saved`` with ``template``'s structure, shapes and dtypes, or an error naming the entry."""
+    if isinstance(template, Mapping):
+        if not isinstance(saved, Mapping):
+            raise ValueError(f'{where} must be a dict, got {described(saved)}')
+        missing = [f'{where}[{key!r}]' for key in template if key not in saved]
+        if missing:
+            raise StateDictKeyError(f'{", ".join(missing)} is missing from the scheduler state')
+        extra = [f'{where}[{key!r}]' for key in sorted(set(saved) - set(template), key=repr)]
+        if extra:
+            raise StateDictKeyError(f'{", ".join(extra)}: not an entry of this scheduler\'s state; its '
+                                    f'entries are {", ".join(map(repr, template))}')
+        return {key: _checked_tree(f'{where}[{key!r}]', saved[key], sub) for key, sub in template.items()}
+    if isinstance(template, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(template):
+            raise ValueError(f'{where} must be a list of {len(template)} entries (one per param group or '
+                             f'scheduler), got {described(saved)}')
+        return [_checked_tree(f'{where}[{i}]', s, t) for i, (s, t) in enumerate(zip(saved, template))]
+    return checked_array(where, saved, template)

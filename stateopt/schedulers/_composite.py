@@ -1,0 +1,270 @@
+"""Schedulers made of schedulers: SequentialLR, ChainedScheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._hyper import is_traced
+from .._optimizer import OptaxOptimizer
+from ._base import (
+    I32,
+    LRScheduler,
+    _check_lengths,
+    _check_optimizer,
+    _f32,
+    _int,
+    _like,
+    _where,
+)
+from ._plateau import _metric_input
+
+
+class _Composite(LRScheduler):
+    """A scheduler made of child schedulers that share the groups' lrs."""
+
+    def _adopt(self, schedulers: Any) -> None:
+        if not isinstance(schedulers, (list, tuple)) or not schedulers:
+            raise ValueError(f'schedulers must be a non-empty list of schedulers, got {schedulers!r}')
+        seen = set()
+        for i, child in enumerate(schedulers):
+            if not isinstance(child, LRScheduler):
+                raise ValueError(f'schedulers[{i}] is a {type(child).__name__}, not a stateopt scheduler')
+            if id(child) in seen:
+                raise ValueError(f'schedulers[{i}] appears twice; pass distinct schedulers')
+            seen.add(id(child))
+            if child._parent is not None or child.optimizer is not None:
+                raise ValueError(f'schedulers[{i}] is already attached or part of another scheduler; build '
+                                 f'the schedulers of a {type(self).__name__} without the optimizer and give '
+                                 f'the optimizer to the {type(self).__name__}')
+            epoch = child.last_epoch.value
+            if not is_traced(epoch) and epoch != 0:
+                raise ValueError(f'schedulers[{i}] has been stepped (last_epoch={int(epoch)}); '
+                                 f'pass fresh schedulers')
+        relative = [(i, c) for i, c in enumerate(schedulers) if not c._absolute]
+        for i, child in relative[1:]:
+            first, other = relative[0]
+            if child._base_list != other._base_list:
+                raise ValueError(
+                    f'schedulers[{i}] has base_lr={_shown(child._base_list)}, but schedulers[{first}] has '
+                    f'base_lr={_shown(other._base_list)}; the schedulers of a {type(self).__name__} '
+                    f'share each group\'s base lr')
+        _check_lengths(type(self).__name__, {f'schedulers[{i}].{name}': count
+                                             for i, child in enumerate(schedulers)
+                                             for name, count in child._group_lists().items()})
+        self._schedulers = list(schedulers)
+        self._absolute = not relative
+        self._base_list = (relative[0][1] if relative else schedulers[0])._base_list
+        for child in self._schedulers:
+            child._parent = self
+            child._write_state(child._fresh(0))
+            child._bases = child._lrs = None
+
+    @property
+    def schedulers(self) -> list[LRScheduler]:
+        """The child schedulers."""
+        return list(self._schedulers)
+
+    def _group_lists(self):
+        return {f'schedulers[{i}].{name}': count for i, child in enumerate(self._schedulers)
+                for name, count in child._group_lists().items()}
+
+    def _given_base(self):
+        return next((base for child in self._schedulers if (base := child._given_base()) is not None), None)
+
+    def _rebase(self, lr):
+        for child in self._schedulers:
+            child._rebase(lr)
+        super()._rebase(lr)
+
+    def _tree(self):
+        yield self
+        for child in self._schedulers:
+            yield from child._tree()
+
+    def _attach_torch_form(self, optimizer):
+        """Take group 0's base lr from ``optimizer`` too, then attach; on error free the children."""
+        _check_optimizer(optimizer, f'{type(self).__name__}(..., optimizer)')
+        lr = optimizer.param_groups[0].initial_lr
+        given = self._given_base()
+        saved = [(scheduler, scheduler._base_list) for scheduler in self._tree()]
+        try:
+            if given is not None and given != (lr,):
+                raise ValueError(
+                    f'{type(self).__name__} with an optimizer takes each group\'s base lr from the optimizer '
+                    f'(group 0: {lr}), but its schedulers were built with base_lr={_shown(given)}; build '
+                    f'them without base_lr')
+            self._rebase(lr)
+            self._setup_states(0)
+            self.attach_optimizer(optimizer)
+        except Exception:
+            for scheduler, base_list in saved:
+                scheduler._base_list = base_list
+            for child in self._schedulers:
+                child._setup_states(0)
+            raise
+
+    @property
+    def _cycles_momentum(self) -> bool:
+        return any(child._cycles_momentum for child in self._schedulers)
+
+    @property
+    def _uses_metric(self) -> bool:
+        return any(child._uses_metric for child in self._schedulers)
+
+    def _group_base(self, group, initial_lr):
+        if self._absolute:
+            return self._schedulers[0]._group_base(group, initial_lr)
+        return initial_lr
+
+    def _counters(self):
+        children = [child._counters() for child in self._schedulers]
+        return {'last_epoch': self.last_epoch, 'schedulers': children}
+
+    def _fresh(self, epoch):
+        return {'last_epoch': jnp.asarray(epoch, I32),
+                'schedulers': [child._fresh(0) for child in self._schedulers]}
+
+    def _setup_composite(self, start: int) -> None:
+        self._setup_states(0)
+        for _ in range(start):
+            self._run(None, None)
+
+    def _simulate(self, values: dict, bases: tuple, groups: tuple, count: Any) -> dict:
+        """``values`` after ``count`` metric-free steps from a fresh start."""
+        start = (self._fresh(0), self._begin({**values, 'lr': bases}, bases, groups))
+        if not is_traced(count) and count == 0:
+            return start[1]
+
+        def body(_, carry):
+            return _like(self._advance(*carry, bases, groups), carry)
+
+        return jax.lax.fori_loop(0, jnp.asarray(count, I32), body, _like(start, start))[1]
+
+    def _start(self, values, bases, groups, state):
+        return self._simulate(values, tuple(map(_f32, bases)), groups, state['last_epoch'])
+
+    def _restart(self, values, bases, groups):
+        return self._begin({**values, 'lr': bases}, bases, groups)
+
+    def _value(self, count, base):
+        return self._simulate({'lr': (base,), 'momentum': None}, (_f32(base),), (0,), count)['lr'][0]
+
+    def _bind_children(self, optimizer):
+        for child in self._schedulers:
+            child.optimizer = optimizer
+            child._bind_children(optimizer)
+
+    def step(self, metric: Any = None) -> None:  # type: ignore[override]
+        """Advance one step; ``metric`` feeds the ReduceLROnPlateau schedulers inside."""
+        self._require_root('step')
+        if self._uses_metric:
+            metric = _metric_input(metric)
+        elif metric is not None:
+            raise ValueError(f'this {type(self).__name__} holds no ReduceLROnPlateau; call step() '
+                             f'without a metric')
+        self._run(None, metric)
+
+
+def _shown(base_list: tuple) -> Any:
+    return base_list[0] if len(base_list) == 1 else list(base_list)
+
+
+class SequentialLR(_Composite):
+    r"""Run ``schedulers[i]`` from ``milestones[i - 1]`` on (torch.optim.lr_scheduler.SequentialLR).
+
+    At step ``t`` the scheduler ``i = number of milestones <= t`` is active, at its own
+    step ``t - milestones[i - 1]``; at its milestone it starts afresh (torch's
+    ``_update_lr(0)``), then steps on from the lr it set. The switch is traced
+    (``jnp.where`` over the candidates), so it is exact inside ``jit``. Any scheduler
+    may be a child, ReduceLROnPlateau included: then call ``step(metric)``. A child's
+    ``state_dict`` holds its own counters. torch's form,
+    ``SequentialLR(optimizer, schedulers, milestones)``, takes children built without
+    the optimizer (nor ``base_lr``: the optimizer's lrs are the base lrs).
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> warmup = stateopt.LinearLR(base_lr=1.0, start_factor=0.5, total_iters=2)
+    >>> decay = stateopt.ExponentialLR(base_lr=1.0, gamma=0.5)
+    >>> sched = stateopt.SequentialLR([warmup, decay], milestones=[2])
+    >>> [round(float(sched(t)), 6) for t in range(5)]
+    [0.5, 0.75, 1.0, 0.5, 0.25]
+    """
+
+    __module__ = 'stateopt'
+
+    def __init__(self, schedulers: Sequence[LRScheduler], milestones: Sequence[int], last_epoch: int = 0):
+        if not isinstance(milestones, (list, tuple)):
+            raise ValueError(f'milestones must be a list of integers, got {milestones!r}')
+        self.milestones = [_int(f'milestones[{i}]', m, 1) for i, m in enumerate(milestones)]
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
+            raise ValueError(f'milestones must be strictly increasing, got {list(milestones)}')
+        if isinstance(schedulers, (list, tuple)) and len(schedulers) != len(self.milestones) + 1:
+            raise ValueError(f'SequentialLR needs one scheduler more than milestones; got '
+                             f'{len(schedulers)} schedulers and {len(self.milestones)} milestones')
+        self._adopt(schedulers)
+        self._setup_composite(_int('last_epoch', last_epoch, 0))
+
+    def _begin(self, values, bases, groups):
+        return self._schedulers[0]._begin(values, bases, groups)
+
+    def _advance(self, state, values, bases, groups, epoch=None, metric=None):
+        step = optax.safe_increment(state['last_epoch'])
+        active = jnp.searchsorted(jnp.asarray(self.milestones, I32), step, side='right')
+        children, chosen = [], values
+        for i, (child, own) in enumerate(zip(self._schedulers, state['schedulers'])):
+            new_state, new_values = child._advance(own, values, bases, groups, None, metric)
+            if i > 0:
+                switching = step == self.milestones[i - 1]
+                new_state = _where(switching, child._fresh(0), new_state)
+                new_values = _where(switching, child._restart(values, bases, groups), new_values)
+            children.append(_like(_where(active == i, new_state, own), own))
+            chosen = _where(active == i, new_values, chosen)
+        return {'last_epoch': step, 'schedulers': children}, chosen
+
+
+class ChainedScheduler(_Composite):
+    r"""Step every scheduler in turn on the same lrs (torch.optim.lr_scheduler.ChainedScheduler).
+
+    Each step, each scheduler transforms the lr the previous one left, as in torch:
+    the recursive ones multiply it (so ``ExponentialLR`` after ``ConstantLR`` gives
+    their product), the closed-form ones (LambdaLR, CyclicLR, OneCycleLR,
+    CosineAnnealingWarmRestarts and the braintools schedules) set it. Any scheduler
+    may be chained, ReduceLROnPlateau included: then call ``step(metric)``. Given
+    ``optimizer`` (torch's signature), it attaches to it, every group's base lr being
+    its lr there; the children are then built without the optimizer (nor ``base_lr``).
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> sched = stateopt.ChainedScheduler([
+    ...     stateopt.ConstantLR(base_lr=1.0, factor=0.5, total_iters=2),
+    ...     stateopt.ExponentialLR(base_lr=1.0, gamma=0.9)])
+    >>> [round(float(sched(t)), 6) for t in range(4)]
+    [0.5, 0.45, 0.81, 0.729]
+    """
+
+    __module__ = 'stateopt'
+
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: OptaxOptimizer | None = None):
+        self._adopt(schedulers)
+        self._setup_composite(0)
+        if optimizer is not None:
+            self._attach_torch_form(optimizer)
+
+    def _begin(self, values, bases, groups):
+        for child in self._schedulers:
+            values = child._begin(values, bases, groups)
+        return values
+
+    def _advance(self, state, values, bases, groups, epoch=None, metric=None):
+        children = []
+        for child, own in zip(self._schedulers, state['schedulers']):
+            own_new, values = child._advance(own, values, bases, groups, None, metric)
+            children.append(_like(own_new, own))
+        return {'last_epoch': optax.safe_increment(state['last_epoch']), 'schedulers': children}, values

@@ -1,0 +1,103 @@
+"""Linear ramps and warm-ups: LinearLR, ConstantLR, WarmupScheduler."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .._hyper import check_number
+from ._base import (
+    LRs,
+    LRScheduler,
+    _f32,
+    _int,
+)
+
+
+class LinearLR(LRScheduler):
+    r"""Scale the lr linearly from ``start_factor`` to ``end_factor`` (torch's LinearLR).
+
+    ``lr_t = b_g * (s + (e - s) * min(t, total_iters) / total_iters)`` with ``s, e`` the
+    start and end factors; stepping applies torch's ratio of consecutive factors.
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> sched = stateopt.LinearLR(base_lr=0.1, start_factor=0.5, total_iters=2)
+    >>> [round(float(sched(t)), 6) for t in range(4)]
+    [0.05, 0.075, 0.1, 0.1]
+    """
+
+    __module__ = 'stateopt'
+
+    def __init__(self, base_lr: LRs = 1e-3, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5, last_epoch: int = 0):
+        self.start_factor = check_number('start_factor', start_factor, low=0.0, high=1.0, low_open=True)
+        self.end_factor = check_number('end_factor', end_factor, low=0.0, high=1.0)
+        self.total_iters = _int('total_iters', total_iters, 1)
+        super().__init__(base_lr, last_epoch)
+
+    def _closed(self, base, epoch, group):
+        done = jnp.minimum(epoch, self.total_iters) / self.total_iters
+        return base * (self.start_factor + (self.end_factor - self.start_factor) * done)
+
+    def _recursive(self, lr, base, epoch, group):
+        change = self.end_factor - self.start_factor
+        ratio = 1.0 + change / (self.total_iters * self.start_factor + (epoch - 1) * change)
+        return jnp.where(epoch == 0, lr * self.start_factor,
+                         jnp.where(epoch > self.total_iters, lr, lr * ratio))
+
+
+class ConstantLR(LRScheduler):
+    r"""Scale the lr by ``factor`` for the first ``total_iters`` steps (torch's ConstantLR).
+
+    ``lr_t = b_g * factor`` for ``t < total_iters``, then ``b_g``; stepping divides the
+    current lr by ``factor`` at ``total_iters``.
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> sched = stateopt.ConstantLR(base_lr=0.1, factor=0.5, total_iters=2)
+    >>> [round(float(sched(t)), 6) for t in range(4)]
+    [0.05, 0.05, 0.1, 0.1]
+    """
+
+    __module__ = 'stateopt'
+
+    def __init__(self, base_lr: LRs = 1e-3, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = 0):
+        self.factor = check_number('factor', factor, low=0.0, high=1.0, low_open=True)
+        self.total_iters = _int('total_iters', total_iters, 1)
+        super().__init__(base_lr, last_epoch)
+
+    def _closed(self, base, epoch, group):
+        return base * jnp.where(epoch < self.total_iters, self.factor, 1.0)
+
+    def _recursive(self, lr, base, epoch, group):
+        restore = jnp.where(epoch == self.total_iters, 1.0 / self.factor, 1.0)
+        return lr * jnp.where(epoch == 0, self.factor, restore)
+
+
+class WarmupScheduler(LRScheduler):
+    r"""Linear warm-up from ``warmup_start_lr`` to the base lr, then constant.
+
+    ``lr_t = warmup_start_lr + (b_g - warmup_start_lr) * min(t / warmup_epochs, 1)``.
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> sched = stateopt.WarmupScheduler(base_lr=0.1, warmup_epochs=4)
+    >>> [round(float(sched(t)), 6) for t in range(6)]
+    [0.0, 0.025, 0.05, 0.075, 0.1, 0.1]
+    """
+
+    __module__ = 'stateopt'
+
+    def __init__(self, base_lr: LRs = 1e-3, warmup_epochs: int = 5, warmup_start_lr: float = 0.0,
+                 last_epoch: int = 0):
+        self.warmup_epochs = _int('warmup_epochs', warmup_epochs, 0)
+        self.warmup_start_lr = check_number('warmup_start_lr', warmup_start_lr, low=0.0)
+        super().__init__(base_lr, last_epoch)
+
+    def _closed(self, base, epoch, group):
+        done = jnp.minimum(_f32(epoch) / max(self.warmup_epochs, 1), 1.0)
+        return self.warmup_start_lr + (base - self.warmup_start_lr) * done
