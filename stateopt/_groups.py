@@ -98,40 +98,72 @@ class ParamGroup(MutableMapping):
         raise ReadableKeyError(f'param groups have no key {key!r}; the keys are {", ".join(map(repr, self))}')
 
     def __setitem__(self, key: str, value: Any) -> None:
+        value = self.check(key, value)
+        optimizer = self._optimizer
+        if key == 'lr' and callable(value) and not hasattr(value, 'shape'):
+            self._lr_schedule = value
+            optimizer._invalidate()
+            return
+        if key == 'lr' and self._lr_schedule is not None:
+            self._lr_schedule = None  # a number replaces the schedule: one compile
+            optimizer._invalidate()
+        self.assign(key, value)
+
+    def check(self, key: str, value: Any) -> Any:
+        """Raise what ``group[key] = value`` would raise, and change nothing; return the value checked.
+
+        Parameters
+        ----------
+        key : str
+            A hyper-parameter of the optimizer.
+        value : Any
+            The value to check.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': brainstate.ParamState(jnp.ones(2))})
+        >>> opt.param_groups[0].check('momentum', 0.9)
+        0.9
+        """
         optimizer = self._optimizer
         if key == 'params':
             raise ReadableKeyError("a group's params are set by add_param_group and "
-                           "register_trainable_weights, not by assignment")
+                                   "register_trainable_weights, not by assignment")
         if key not in optimizer._hyperparams:
             raise ReadableKeyError(f'{type(optimizer).__name__} has no hyper-parameter {key!r}; '
-                           f'its hyper-parameters are {", ".join(map(repr, optimizer._hyperparams))}')
+                                   f'its hyper-parameters are {", ".join(map(repr, optimizer._hyperparams))}')
         value = optimizer._hyperparams[key].check(key, value)
         if key == 'lr' and callable(value) and not hasattr(value, 'shape'):
             if optimizer._scheduler is not None:
                 raise ValueError('this optimizer\'s lr scheduler drives every group; a group cannot '
                                  'take its own lr schedule')
-            self._lr_schedule = value
-            optimizer._invalidate()
-            return
-        hyper = self._hyper.value
-        if key == 'lr' and self._lr_schedule is not None:
-            self._lr_schedule = None  # a number replaces the schedule: one compile
-            optimizer._invalidate()
-            self._hyper.value = {**hyper, 'lr': as_dynamic(value)}
-            return
-        if key not in hyper or value is None:
-            was = self._static.get(key, to_python(hyper.get(key)))
+            return value
+        replaces_schedule = key == 'lr' and self._lr_schedule is not None
+        if (key not in self._hyper.value and not replaces_schedule) or value is None:
+            was = self._static.get(key, to_python(self._hyper.value.get(key)))
             raise ValueError(
                 f'{key!r} is fixed when the group is created (it is {was!r} in group '
                 f'{self.index}); pass {key}= to the constructor or to add_param_group instead'
             )
-        if not is_traced(value):
+        if not is_traced(value) and not replaces_schedule:
             optimizer._check({**self.hyperparams(), key: value})
             optimizer._check_assignment(self, key, value)
-        self._hyper.value = {**hyper, key: as_dynamic(value)}
+        return value
 
-    def _assign(self, key: str, value: Any) -> None:
-        """Write a dynamic hyper-parameter without checks: the schedulers' path, jit-safe."""
+    def assign(self, key: str, value: Any) -> None:
+        """Write the dynamic hyper-parameter ``key`` without checks (jit-safe): how schedulers set values.
+
+        Check a concrete value first with :meth:`check`; a traced one cannot be checked.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': brainstate.ParamState(jnp.ones(2))})
+        >>> opt.param_groups[0].assign('lr', 0.5)
+        >>> round(float(opt.param_groups[0]['lr']), 6)
+        0.5
+        """
         self._hyper.value = {**self._hyper.value, key: as_dynamic(value)}
 
     def __delitem__(self, key: str) -> None:

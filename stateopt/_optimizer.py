@@ -214,7 +214,9 @@ class OptaxOptimizer(Stepping, StateDicts):
                              'scheduler drives every group')
         hp = self._validated(hyperparams, base=self.defaults)
         if self._scheduler is not None:
-            self._scheduler._check_new_group(hp)
+            self._scheduler.check_new_group(hp)
+            if self._cycled == 'momentum':
+                self._check_cycled(self._scheduler, None, hp.get('momentum'))
         pairs = flatten_states(states)
         if not pairs:
             raise ValueError('add_param_group got no States')
@@ -241,7 +243,7 @@ class OptaxOptimizer(Stepping, StateDicts):
         group = ParamGroup(self, [], hp, explicit=True)
         self._commit(new, moved=moved, new_group=group)
         if self._scheduler is not None:
-            self._scheduler._group_added(group)
+            self._scheduler.group_added(group)
         return group
 
     def _group_of(self, position: int) -> ParamGroup:
@@ -411,6 +413,57 @@ class OptaxOptimizer(Stepping, StateDicts):
         """The learning rate of every group for the next step, as Python floats when concrete."""
         return [to_python(group['lr']) for group in self._groups]
 
+
+    # -- the scheduler protocol ------------------------------------------------------------
+    #: The hyper-parameter the attached scheduler varies besides the lr, or None.
+    _cycled: str | None = None
+
+    def scheduler_attached(self, scheduler: Any, cycles: str | None = None, first: Any = None) -> None:
+        """Be driven by ``scheduler`` from now on (a scheduler calls this when it attaches).
+
+        The scheduler then reads ``param_groups``, sets values with
+        :meth:`ParamGroup.assign` and is told of new groups through its
+        ``check_new_group(hyperparams)`` and ``group_added(group)``.
+
+        Parameters
+        ----------
+        scheduler : LRScheduler
+            The scheduler.
+        cycles : {'momentum', 'betas', None}
+            The hyper-parameter it varies besides the lr.
+        first : sequence, optional
+            The first value of ``cycles`` for each group, checked before anything changes.
+
+        Raises
+        ------
+        ValueError
+            Another scheduler drives this optimizer, or a group cannot vary ``cycles``
+            (a group created with ``momentum=0`` keeps no momentum buffer). Nothing changes.
+        """
+        if self._scheduler not in (None, scheduler):
+            raise ValueError(
+                f'the optimizer is already driven by a {type(self._scheduler).__name__}, and an '
+                f'optimizer has one lr scheduler. To combine schedulers, build them without the optimizer '
+                f'and give it to the composite: SequentialLR(optimizer, [first, second, ...], '
+                f'milestones=[...]) or ChainedScheduler([first, second, ...], optimizer)')
+        if cycles == 'momentum':
+            for group, value in zip(self._groups, first or ()):
+                self._check_cycled(scheduler, group, value)
+        self._scheduler, self._cycled = scheduler, cycles
+
+    def _check_cycled(self, scheduler: Any, group: ParamGroup | None, value: Any) -> None:
+        """Refuse ``group`` (None: a group about to be added) if it cannot follow the cycled momentum."""
+        if value is None or is_traced(value):
+            return
+        try:
+            if group is not None:
+                self._check_assignment(group, 'momentum', float(value))
+            elif value == 0:
+                raise ValueError('the new group has momentum=0 and would keep no momentum buffer; give it '
+                                 'momentum > 0')
+        except ValueError as err:
+            raise ValueError(f'{type(scheduler).__name__} cycles the momentum (cycle_momentum=True), '
+                             f'but {err}; or pass cycle_momentum=False') from err
 
     def __repr__(self) -> str:
         """The class, group 0's lr as it is now, the other constructor values, and the sizes."""

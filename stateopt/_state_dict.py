@@ -181,7 +181,7 @@ class StateDicts:
                 raise ValueError(f'lr_scheduler is None, but this optimizer has an lr scheduler (a '
                                  f'{type(self._scheduler).__name__}); the state dict was saved from an '
                                  f'optimizer without one')
-            self._scheduler._check_state_dict(scheduler_state)
+            self._scheduler.check_state_dict(scheduler_state)
         return step_count, tuple(new_states), hyper_values, scheduler_state, other_class
 
     def _checked_class(self, state_dict: Mapping, strict: bool) -> str | None:

@@ -70,3 +70,17 @@ def test_no_declaration_repeats_the_shared_boilerplate(cls):
     assert '__init__' not in own or own['__init__'].__doc__.startswith('A new '), \
         f'{cls.__name__} writes its own __init__'
     assert '_setup' not in own
+
+
+SCHEDULER_CLASSES = [stateopt.LRScheduler] + [getattr(stateopt, name) for name in stateopt.SCHEDULERS]
+
+
+@pytest.mark.parametrize('cls', SCHEDULER_CLASSES, ids=[cls.__name__ for cls in SCHEDULER_CLASSES])
+def test_every_scheduler_documents_its_signature(cls):
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    documented = _documented(cls)
+    assert [name for name, _ in documented] == [param.name for param in params]
+    for (name, text), param in zip(documented, params):
+        assert text.endswith(f'default {param.default!r}') or param.default is inspect.Parameter.empty, name
+    assert inspect.getdoc(cls).count('Parameters\n----------') == 1
+    assert inspect.getdoc(cls).index('Parameters') < inspect.getdoc(cls).index('Examples')

@@ -61,7 +61,7 @@ class SGD(OptaxOptimizer):
                              f'momentum buffer; create the group with momentum > 0 to vary it')
 
     def _momentum_cycled(self) -> bool:
-        return getattr(self._scheduler, '_momentum_key', None) == 'momentum'
+        return self._cycled == 'momentum'
 
     def _init_group_state(self, group: Any, values: dict) -> Any:
         """torch's SGD state, with a momentum buffer whenever the scheduler cycles the momentum."""
@@ -70,14 +70,18 @@ class SGD(OptaxOptimizer):
             state = state._replace(momentum_buffer=zeros_like(values))
         return state
 
-    def _add_momentum_buffers(self) -> None:
-        """Give every group a momentum buffer: the attached scheduler now cycles the momentum.
+    def scheduler_attached(self, scheduler, cycles=None, first=None):
+        """As :meth:`OptaxOptimizer.scheduler_attached`; a cycled momentum gives every group a buffer.
 
-        Called by the scheduler when it attaches. A new buffer has not been used yet
-        (its count stays 0 while there is none), so its first step with momentum != 0
-        sets it to the gradient, as torch's does.
+        A new buffer has not been used yet (its count stays 0 while there is none), so
+        its first step with momentum != 0 sets it to the gradient, as torch's does.
         """
-        self._refresh_group_states()
+        super().scheduler_attached(scheduler, cycles)
+        if cycles == 'momentum':
+            self._refresh_group_states()
+
+    def _check_cycled(self, scheduler, group, value):
+        """Every group keeps a momentum buffer while the momentum is cycled: nothing to refuse."""
 
     @classmethod
     def _algorithm(cls, hp):

@@ -7,12 +7,24 @@ lives; on its own it keeps one lr State per ``base_lr`` entry. Every rule is a p
 ``jnp`` function of those States: ``step()`` traces inside ``brainstate.transform.jit``
 and, outside it, runs one cached compiled function, so stepping never recompiles.
 
-Each scheduler states its rule through two pure methods, for a group with base lr
-``base`` (torch's ``initial_lr``): ``_closed(base, epoch, group)``, the lr at
-``epoch``, and ``_recursive(lr, base, epoch, group)``, the lr after a step to
-``epoch`` from the current ``lr`` (torch's chainable form; ``epoch == 0`` is the
-initial step). Schedulers with other counters also override ``_fresh`` and
-``_advance``.
+A schedule is its rule: two pure methods, for a group with base lr ``base`` (torch's
+``initial_lr``): :meth:`LRScheduler.lr_at` ``(base, epoch, group)``, the lr at ``epoch``,
+and :meth:`LRScheduler.next_lr` ``(lr, base, epoch, group)``, the lr after a step to
+``epoch`` from the current ``lr`` (torch's chainable form; ``epoch == 0`` is the initial
+step; by default the closed form). The modules hold the rules by family: ``_decay``,
+``_linear`` (ramps and warm-ups), ``_cosine``, ``_cyclic``, ``_plateau``, ``_lambdas``,
+``_composite``. Schedulers with counters beyond the step (warm restarts, the plateau, the
+composites) keep that machinery in their own module.
+
+The protocol with an optimizer, all public, one direction each:
+
+- the scheduler reads ``optimizer.param_groups`` (``group['lr']``, ``group.initial_lr``,
+  ``group.lr_schedule``, the cycled ``'momentum'`` or ``'betas'``), sets a value with
+  ``group.assign(key, value)`` (jit-safe, unchecked; ``group.check(key, value)`` checks
+  one), and announces itself with ``optimizer.scheduler_attached(scheduler, cycles,
+  first)``, which refuses a second scheduler or a group that cannot follow ``cycles``;
+- the optimizer asks ``scheduler.check_new_group(hyperparams)`` before ``add_param_group``
+  commits and calls ``scheduler.group_added(group)`` after.
 """
 
 from ._base import LRScheduler

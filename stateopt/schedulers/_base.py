@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -126,6 +127,54 @@ def _torch_form(init: Callable) -> Callable:
     return init_or_torch_form
 
 
+# -- the Parameters section of each scheduler, from its signature ---------------------------------
+
+#: The docs of the parameters several schedulers share; a class's ``parameter_docs`` adds its own.
+SHARED_PARAMETER_DOCS = {
+    'base_lr': "Group 0's base lr. A list gives one lr per group to a scheduler used on its own; "
+               "attached, each group takes its ``lr`` from ``add_param_group``.",
+    'last_epoch': "Start as if stepped this many times (torch's fresh start, ``last_epoch=-1``, is 0 "
+                  "here).",
+    'gamma': 'The factor the lr is multiplied by at each decay.',
+    'eta_min': 'The lowest lr of the cosine.',
+    'total_iters': 'The steps the rule acts over; the lr stays at its end value after.',
+    'lr_lambda': 'A function ``epoch -> factor`` (traceable with ``jnp``), or one per group.',
+    'warmup_start_lr': 'The lr at step 0 of the warm-up.',
+    'cycle_momentum': "Cycle the momentum (or Adam's beta1) opposite to the lr, when the optimizer "
+                      'has one.',
+    'base_momentum': 'The lowest momentum of the cycle (one value, or one per group).',
+    'max_momentum': 'The highest momentum of the cycle (one value, or one per group).',
+}
+
+#: The annotations as the Parameters sections read them.
+_TYPES = {
+    'LRs': 'float or list of float', 'Sequence[int]': 'sequence of int',
+    'Sequence[float] | None': 'sequence of float or None', 'Sequence[int] | None': 'sequence of int or None',
+    'Callable | Sequence[Callable] | None': 'callable, list of callables or None',
+    'Sequence[LRScheduler]': 'sequence of LRScheduler', 'OptaxOptimizer | None': 'OptaxOptimizer or None',
+    'Callable | None': 'callable or None', 'int | None': 'int or None', 'float | None': 'float or None',
+}
+
+
+def _document_parameters(cls: type) -> None:
+    """Insert the Parameters section, from the signature and the docs tables, before Examples."""
+    doc = cls.__doc__ or ''
+    if 'Parameters\n    ----------' in doc:
+        return
+    docs = {**SHARED_PARAMETER_DOCS, **vars(cls).get('parameter_docs', {})}
+    lines = ['Parameters', '----------']
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.name not in docs:
+            raise TypeError(f'{cls.__name__}: the parameter {param.name!r} has no doc; add it to '
+                            f'{cls.__name__}.parameter_docs')
+        kind = _TYPES.get(str(param.annotation), str(param.annotation))
+        default = '' if param.default is inspect.Parameter.empty else f', default {param.default!r}'
+        lines += [f'{param.name} : {kind}{default}',
+                  *('    ' + line for line in textwrap.wrap(docs[param.name], 84))]
+    section = textwrap.indent('\n'.join(lines), '    ') + '\n\n    '
+    at = doc.find('Examples\n    --------')
+    cls.__doc__ = doc[:at] + section + doc[at:] if at >= 0 else doc.rstrip() + '\n\n    ' + section
+
 # -- the base -------------------------------------------------------------------------------------
 
 class LRScheduler:
@@ -144,15 +193,6 @@ class LRScheduler:
     arguments then follow torch's signature, every group's base lr is its lr in the
     optimizer (torch's ``initial_lr``), and the scheduler attaches as ``lr=scheduler``
     would.
-
-    Parameters
-    ----------
-    base_lr : float or list of float
-        Group 0's base lr. A list gives one lr per group to a scheduler used on its
-        own; attached, each group takes its ``lr`` from ``add_param_group``.
-    last_epoch : int
-        Start as if stepped this many times (torch's fresh start, ``last_epoch=-1``,
-        is 0 here).
 
     Examples
     --------
@@ -190,6 +230,8 @@ class LRScheduler:
         super().__init_subclass__(**kwargs)
         if '__init__' in vars(cls):
             cls.__init__ = _torch_form(cls.__init__)
+        if not cls.__name__.startswith('_'):
+            _document_parameters(cls)
 
     @_torch_form
     def __init__(self, base_lr: LRs = 1e-3, last_epoch: int = 0):
@@ -282,15 +324,36 @@ class LRScheduler:
         self._lrs: OptimState | None = OptimState(values['lr'])
 
     # -- the rule (pure; override) ------------------------------------------------------------
-    def _closed(self, base: Any, epoch: Any, group: int) -> Any:
-        """The lr of a group with base lr ``base`` at ``epoch``."""
+    def lr_at(self, base: Any, epoch: Any, group: int) -> Any:
+        """The rule in closed form: the lr at ``epoch`` of the group ``group`` whose base lr is ``base``.
+
+        A pure ``jnp`` function of its arguments (they may be traced). One of the two
+        hooks a schedule overrides; the other is :meth:`next_lr`.
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> round(float(stateopt.StepLR(base_lr=1.0, step_size=2, gamma=0.5).lr_at(1.0, 4, 0)), 6)
+        0.25
+        """
         del epoch, group
         return base
 
-    def _recursive(self, lr: Any, base: Any, epoch: Any, group: int) -> Any:
-        """The lr after a step to ``epoch`` from ``lr`` (``epoch == 0``: the initial step)."""
+    def next_lr(self, lr: Any, base: Any, epoch: Any, group: int) -> Any:
+        """The rule in recursive form: the lr after a step to ``epoch`` from the current ``lr``.
+
+        ``epoch == 0`` is the initial step. torch's chainable form, which differs from
+        :meth:`lr_at` where another scheduler (a ChainedScheduler) changed the lr in
+        between; by default the closed form.
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> round(float(stateopt.ExponentialLR(base_lr=1.0, gamma=0.5).next_lr(0.3, 1.0, 1, 0)), 6)
+        0.15
+        """
         del lr
-        return self._closed(base, epoch, group)
+        return self.lr_at(base, epoch, group)
 
     def _momentum(self, state: dict, group: int) -> Any:
         """The momentum (or beta1) at ``state``, for schedulers that cycle it."""
@@ -314,10 +377,10 @@ class LRScheduler:
         del metric
         if epoch is None:
             epoch = optax.safe_increment(state['last_epoch'])
-            lrs = tuple(self._recursive(lr, base, epoch, g)
+            lrs = tuple(self.next_lr(lr, base, epoch, g)
                         for lr, base, g in zip(values['lr'], bases, groups))
         else:
-            lrs = tuple(self._closed(base, epoch, g) for base, g in zip(bases, groups))
+            lrs = tuple(self.lr_at(base, epoch, g) for base, g in zip(bases, groups))
         state = {**state, 'last_epoch': jnp.asarray(epoch, I32)}
         return state, self._with_momentum(state, {**values, 'lr': tuple(map(_f32, lrs))}, groups)
 
@@ -328,13 +391,13 @@ class LRScheduler:
 
     def _start(self, values: dict, bases: tuple, groups: tuple, state: dict) -> dict:
         """``values`` for groups that join at ``state`` with base lrs ``bases``."""
-        lrs = tuple(_f32(self._closed(base, state['last_epoch'], g)) for base, g in zip(bases, groups))
+        lrs = tuple(_f32(self.lr_at(base, state['last_epoch'], g)) for base, g in zip(bases, groups))
         return self._with_momentum(state, {**values, 'lr': lrs}, groups)
 
     def _begin(self, values: dict, bases: tuple, groups: tuple) -> dict:
         """torch's initial step, applied to the current ``values`` at epoch 0."""
         zero = jnp.asarray(0, I32)
-        lrs = tuple(_f32(self._recursive(lr, base, zero, g))
+        lrs = tuple(_f32(self.next_lr(lr, base, zero, g))
                     for lr, base, g in zip(values['lr'], bases, groups))
         return self._with_momentum(self._fresh(0), {**values, 'lr': lrs}, groups)
 
@@ -344,7 +407,7 @@ class LRScheduler:
 
     def _value(self, count: Any, base: Any) -> Any:
         """Group 0's lr at step ``count`` (the optax schedule)."""
-        return self._closed(base, count, 0)
+        return self.lr_at(base, count, 0)
 
     def _group_base(self, group: int, initial_lr: float) -> float:
         return _pick(self._base_list, group) if self._absolute else initial_lr
@@ -380,12 +443,12 @@ class LRScheduler:
             return
         groups = self.optimizer.param_groups if groups is None else groups
         for group, lr in zip(groups, values['lr']):
-            group._assign('lr', lr)
+            group.assign('lr', lr)
         for group, momentum in zip(groups, values['momentum'] or ()):
             if self._momentum_key == 'betas':
-                group._assign('betas', (momentum, group['betas'][1]))
+                group.assign('betas', (momentum, group['betas'][1]))
             else:
-                group._assign('momentum', momentum)
+                group.assign('momentum', momentum)
 
     def _run(self, epoch: Any, metric: Any) -> None:
         """Step the whole scheduler: traced inline under a brainstate trace, else compiled."""
@@ -465,12 +528,6 @@ class LRScheduler:
             return
         if self.optimizer is not None:
             raise ValueError(f'this {type(self).__name__} is already attached to another optimizer')
-        if optimizer._scheduler not in (None, self):
-            raise ValueError(
-                f'the optimizer is already driven by a {type(optimizer._scheduler).__name__}, and an '
-                f'optimizer has one lr scheduler. To combine schedulers, build them without the optimizer '
-                f'and give it to the composite: SequentialLR(optimizer, [first, second, ...], '
-                f'milestones=[...]) or ChainedScheduler([first, second, ...], optimizer)')
         if not self._absolute and len(self._base_list) > 1:
             raise ValueError(
                 f'base_lr={list(self._base_list)} gives one lr per group, but an attached scheduler '
@@ -478,30 +535,25 @@ class LRScheduler:
                 f'add_param_group(states, lr=...) for the others')
         groups = optimizer.param_groups
         for group in groups:
-            if group._lr_schedule is not None:
+            if group.lr_schedule is not None:
                 raise ValueError(
-                    f'param group {group.index} has its own lr schedule (lr={group._lr_schedule!r}), which a '
+                    f'param group {group.index} has its own lr schedule (lr={group.lr_schedule!r}), which a '
                     f'scheduler cannot drive; give the optimizer a number lr (torch\'s form takes it as the '
                     f'base lr), or pass the scheduler as its lr=')
         self._check_group_lists(len(groups), pending=not any(group.names for group in groups))
         key = None
         if self._cycles_momentum:
-            hyperparams = optimizer._hyperparams
+            hyperparams = optimizer.defaults
             key = 'betas' if 'betas' in hyperparams else 'momentum' if 'momentum' in hyperparams else None
         bases = tuple(_f32(self._group_base(g, self.base_lr if g == 0 else group.initial_lr))
                       for g, group in enumerate(groups))
         values = self._start(_group_values(groups, key), bases, tuple(range(len(groups))), self._state())
-        add_buffers = getattr(optimizer, '_add_momentum_buffers', None) if key == 'momentum' else None
-        if key == 'momentum' and add_buffers is None:
-            self._check_momentum(optimizer, groups, values['momentum'])
         own = tuple(self._lrs.value)
-        optimizer._scheduler = self
+        optimizer.scheduler_attached(self, key, values['momentum'])
         self.optimizer, self._momentum_key = optimizer, key
         self._bases.value = bases
         self._lrs = None
         self._write_values({**values, 'lr': own + values['lr'][len(own):]})
-        if add_buffers is not None:
-            add_buffers()
         self._bind_children(optimizer)
 
     def _group_lists(self) -> dict[str, int]:
@@ -517,26 +569,19 @@ class LRScheduler:
                     f'optimizer has {groups} param group{"s" if groups != 1 else ""}; give one value per '
                     f'group, or a single value for all groups')
 
-    def _check_momentum(self, optimizer: Any, groups: Sequence, momenta: tuple) -> None:
-        """Refuse groups whose state cannot follow a cycled momentum (see ``_check_assignment``)."""
-        for group, momentum in zip(groups, momenta):
-            if is_traced(momentum):
-                continue
-            try:
-                optimizer._check_assignment(group, 'momentum', float(momentum))
-            except ValueError as err:
-                raise ValueError(f'{type(self).__name__} cycles the momentum (cycle_momentum=True), '
-                                 f'but {err}; or pass cycle_momentum=False') from err
-
     def _bind_children(self, optimizer: Any) -> None:
         """Composites point their children at ``optimizer``."""
 
-    def _check_new_group(self, hyperparams: Mapping) -> None:
+    def check_new_group(self, hyperparams: Mapping) -> None:
         """Refuse, before the optimizer adds it, a group this scheduler cannot drive.
 
-        That is a group past the end of a per-group list, or one with ``momentum=0``
-        when this scheduler cycles the momentum and the optimizer keeps no momentum
-        buffer for it.
+        Called by the optimizer's ``add_param_group`` with the new group's
+        hyper-parameters; a group past the end of a per-group list is refused.
+
+        Parameters
+        ----------
+        hyperparams : dict
+            The new group's hyper-parameters, checked by the optimizer.
         """
         groups = len(self.optimizer.param_groups)
         for name, count in self._group_lists().items():
@@ -546,14 +591,15 @@ class LRScheduler:
                     f'optimizer already has {groups} param group{"s" if groups != 1 else ""}, so a new group '
                     f'would have none; list one value per group when building the scheduler, or give a '
                     f'single value for all groups')
-        if self._momentum_key == 'momentum' and hyperparams.get('momentum') == 0 and \
-                not hasattr(self.optimizer, '_add_momentum_buffers'):
-            raise ValueError(f'{type(self).__name__} cycles the momentum (cycle_momentum=True), but the new '
-                             f'group has momentum=0 and would keep no momentum buffer; give it momentum > 0 '
-                             f'or pass cycle_momentum=False')
 
-    def _group_added(self, group: Any) -> None:
-        """Called by the optimizer after ``add_param_group``: schedule the new group."""
+    def group_added(self, group: Any) -> None:
+        """Schedule a new group from the current step (the optimizer calls this after ``add_param_group``).
+
+        Parameters
+        ----------
+        group : ParamGroup
+            The new group, ``optimizer.param_groups[-1]``.
+        """
         index = group.index
         base = _f32(self._group_base(index, group.initial_lr))
         self._bases.value = (*self._bases.value, base)
@@ -562,8 +608,6 @@ class LRScheduler:
                 'momentum': None if values['momentum'] is None else values['momentum'][index:index + 1]}
         values = self._start(mine, (base,), (index,), self._state())
         self._write_values(values, [group])
-        if self._momentum_key == 'momentum':
-            self._check_momentum(self.optimizer, [group], values['momentum'])
 
     def state_dict(self) -> dict:
         """The counters, every group's base lr and current lr, as arrays.
@@ -635,6 +679,9 @@ class LRScheduler:
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(base_lr={_to_python(self.base_lr)!r}, '
                 f'last_epoch={_to_python(self.last_epoch.value)!r})')
+
+
+_document_parameters(LRScheduler)
 
 
 def _checked_tree(where: str, saved: Any, template: Any) -> Any:

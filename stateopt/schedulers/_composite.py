@@ -198,6 +198,12 @@ class SequentialLR(_Composite):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'schedulers': 'The schedulers, built without an optimizer, run one after the other.',
+        'milestones': 'The steps at which the next scheduler takes over (one fewer than the schedulers).',
+    }
+
     def __init__(self, schedulers: Sequence[LRScheduler], milestones: Sequence[int], last_epoch: int = 0):
         if not isinstance(milestones, (list, tuple)):
             raise ValueError(f'milestones must be a list of integers, got {milestones!r}')
@@ -250,6 +256,12 @@ class ChainedScheduler(_Composite):
     """
 
     __module__ = 'stateopt'
+
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'schedulers': 'The schedulers, built without an optimizer, all stepped at every step.',
+        'optimizer': "The optimizer to drive (torch's form), or ``None``.",
+    }
 
     def __init__(self, schedulers: Sequence[LRScheduler], optimizer: OptaxOptimizer | None = None):
         self._adopt(schedulers)

@@ -37,15 +37,20 @@ class CosineAnnealingLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'T_max': 'The steps of the half cosine from ``base_lr`` to ``eta_min``.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, T_max: int = 50, eta_min: float = 0.0, last_epoch: int = 0):
         self.T_max = _int('T_max', T_max, 1)
         self.eta_min = check_number('eta_min', eta_min, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return self.eta_min + (base - self.eta_min) * _cos_weight(epoch, self.T_max)
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         before = _cos_weight(epoch - 1, self.T_max)
         at_bottom = before == 0  # torch's branch (t - 1 - T_max) % (2 T_max) == 0
         ratio = _cos_weight(epoch, self.T_max) / jnp.where(at_bottom, 1.0, before)
@@ -71,6 +76,12 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     __module__ = 'stateopt'
     _extra_counters = ('T_cur', 'T_i')
+
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'T_0': 'The steps of the first cycle.',
+        'T_mult': 'The factor each cycle is longer than the one before.',
+    }
 
     def __init__(self, base_lr: LRs = 1e-3, T_0: int = 10, T_mult: int = 1, eta_min: float = 0.0,
                  last_epoch: int = 0):
@@ -101,7 +112,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     def _lr(self, base, state):
         return self.eta_min + (base - self.eta_min) * _cos_weight(state['T_cur'], state['T_i'])
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return self._lr(base, self._fresh(epoch))
 
     def _start(self, values, bases, groups, state):
@@ -145,6 +156,12 @@ class WarmupCosineSchedule(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'warmup_steps': 'The steps of the linear warm-up to ``base_lr``.',
+        'total_steps': 'The steps of warm-up and cosine together; the lr stays at ``eta_min`` after.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, warmup_steps: int = 1000, total_steps: int = 10000,
                  warmup_start_lr: float = 0.0, eta_min: float = 0.0, last_epoch: int = 0):
         self.warmup_steps = _int('warmup_steps', warmup_steps, 0)
@@ -153,7 +170,7 @@ class WarmupCosineSchedule(LRScheduler):
         self.eta_min = check_number('eta_min', eta_min, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         warm = self.warmup_start_lr + (base - self.warmup_start_lr) * _f32(epoch) / max(self.warmup_steps, 1)
         decay = self.total_steps - self.warmup_steps
         done = jnp.clip(epoch - self.warmup_steps, 0, decay)

@@ -65,6 +65,19 @@ class OneCycleLR(_CyclesMomentum):
                      'cycle_momentum', 'base_momentum', 'max_momentum', 'div_factor', 'final_div_factor',
                      'three_phase', 'last_epoch')
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'max_lr': "The peak lr (one value, or one per group); every group's lrs follow from it.",
+        'total_steps': 'The steps of the cycle (or give ``epochs`` and ``steps_per_epoch``).',
+        'epochs': "With ``steps_per_epoch``, the cycle's length when ``total_steps`` is None.",
+        'steps_per_epoch': "With ``epochs``, the cycle's length when ``total_steps`` is None.",
+        'pct_start': 'The fraction of the cycle spent raising the lr.',
+        'anneal_strategy': "``'cos'`` or ``'linear'``: how each phase anneals.",
+        'div_factor': 'The initial lr is ``max_lr / div_factor``.',
+        'final_div_factor': 'The final lr is the initial lr divided by this.',
+        'three_phase': 'Go up, back down to the initial lr, then to the final lr.',
+    }
+
     def __init__(self, max_lr: LRs = 0.01, total_steps: int | None = None, epochs: int | None = None,
                  steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = 'cos',
                  div_factor: float = 25.0, final_div_factor: float = 1e4, last_epoch: int = 0, *,
@@ -110,7 +123,7 @@ class OneCycleLR(_CyclesMomentum):
             value = jnp.where(epoch <= last, phase, value)
         return jnp.where(epoch >= self.total_steps - 1, points[-1], value)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         peak = _pick(self.max_lrs, group)
         initial = peak / self.div_factor
         points = [initial, peak, initial] if self.three_phase else [initial, peak]
@@ -145,6 +158,18 @@ class CyclicLR(_CyclesMomentum):
     __module__ = 'stateopt'
     _torch_params = ('base_lr', 'max_lr', 'step_size_up', 'step_size_down', 'mode', 'gamma', 'scale_fn',
                      'scale_mode', 'cycle_momentum', 'base_momentum', 'max_momentum', 'last_epoch')
+
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'max_lr': 'The upper lr of the cycle (one value, or one per group).',
+        'step_size_up': 'The steps of the rising half of a cycle.',
+        'step_size_down': 'The steps of the falling half (``None``: ``step_size_up``).',
+        'mode': "``'triangular'``, ``'triangular2'`` (the amplitude halves each cycle) or "
+                "``'exp_range'`` (it shrinks by ``gamma`` per step).",
+        'gamma': "The amplitude's factor per step in ``'exp_range'`` mode.",
+        'scale_fn': 'A custom amplitude ``x -> scale`` (traceable with ``jnp``), replacing ``mode``.',
+        'scale_mode': "``'cycle'`` or ``'iterations'``: what ``scale_fn`` is a function of.",
+    }
 
     def __init__(self, base_lr: LRs = 1e-3, max_lr: LRs = 0.01, step_size_up: int = 2000,
                  step_size_down: int | None = None, mode: str = 'triangular', gamma: float = 1.0,
@@ -186,7 +211,7 @@ class CyclicLR(_CyclesMomentum):
             scale = jnp.power(_f32(self.gamma), epoch)
         return height * _f32(scale)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         low, high = _pick(self._base_list, group), _pick(self.max_lrs, group)
         return low + (high - low) * self._height(epoch)
 

@@ -36,15 +36,20 @@ class StepLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'step_size': 'The steps between two decays.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, step_size: int = 30, gamma: float = 0.1, last_epoch: int = 0):
         self.step_size = _int('step_size', step_size, 1)
         self.gamma = check_number('gamma', gamma, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return base * jnp.power(_f32(self.gamma), epoch // self.step_size)
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         return jnp.where((epoch > 0) & (epoch % self.step_size == 0), lr * self.gamma, lr)
 
 
@@ -64,6 +69,11 @@ class MultiStepLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'milestones': 'The steps at which the lr decays, increasing.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, milestones: Sequence[int] = (30, 60, 90), gamma: float = 0.1,
                  last_epoch: int = 0):
         if not isinstance(milestones, (list, tuple)):
@@ -77,10 +87,10 @@ class MultiStepLR(LRScheduler):
             return jnp.zeros((), I32)
         return jnp.sum(reached(jnp.asarray(self.milestones, I32), epoch)).astype(I32)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return base * jnp.power(_f32(self.gamma), self._count(epoch, jnp.less_equal))
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         return lr * jnp.power(_f32(self.gamma), self._count(epoch, jnp.equal))
 
 
@@ -103,10 +113,10 @@ class ExponentialLR(LRScheduler):
         self.gamma = check_number('gamma', gamma, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return base * jnp.power(_f32(self.gamma), epoch)
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         return jnp.where(epoch == 0, lr, lr * self.gamma)
 
 
@@ -125,16 +135,21 @@ class PolynomialLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'power': 'The power of the polynomial decay.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, total_iters: int = 5, power: float = 1.0, last_epoch: int = 0):
         self.total_iters = _int('total_iters', total_iters, 1)
         self.power = check_number('power', power, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         remaining = (self.total_iters - jnp.minimum(epoch, self.total_iters)) / self.total_iters
         return base * jnp.power(_f32(remaining), self.power)
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         left = _f32(self.total_iters - epoch)
         ratio = jnp.power(left / jnp.maximum(left + 1, 1), self.power)
         return jnp.where((epoch == 0) | (epoch > self.total_iters), lr, lr * ratio)
@@ -157,6 +172,15 @@ class ExponentialDecayLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'decay_steps': 'The steps over which the lr falls by one ``decay_rate``.',
+        'decay_rate': 'The factor per ``decay_steps`` steps.',
+        'transition_begin': 'The steps the lr stays at ``base_lr`` before decaying.',
+        'staircase': 'Decay in whole steps of ``decay_steps`` instead of continuously.',
+        'end_value': 'A bound the lr does not pass (``None``: none).',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, decay_steps: int = 1000, decay_rate: float = 0.96,
                  transition_begin: int = 0, staircase: bool = False, end_value: float | None = None,
                  last_epoch: int = 0):
@@ -169,7 +193,7 @@ class ExponentialDecayLR(LRScheduler):
         self.end_value = None if end_value is None else check_number('end_value', end_value, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         exponent = _f32(jnp.maximum(epoch - self.transition_begin, 0)) / self.decay_steps
         lr = base * jnp.power(_f32(self.decay_rate), jnp.floor(exponent) if self.staircase else exponent)
         if self.end_value is None:
@@ -196,6 +220,12 @@ class PiecewiseConstantSchedule(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'boundaries': 'The steps at which the lr changes, increasing.',
+        'values': 'The factor of the base lr from each boundary on (one per boundary).',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, boundaries: Sequence[int] | None = None,
                  values: Sequence[float] | None = None, last_epoch: int = 0):
         boundaries = [1000, 2000] if boundaries is None else boundaries
@@ -212,6 +242,6 @@ class PiecewiseConstantSchedule(LRScheduler):
         _per_group('base_lr', base_lr, low=0.0, low_open=True)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         phase = jnp.searchsorted(jnp.asarray(self.boundaries, I32), epoch, side='right')
         return jnp.asarray(self.values, F32)[phase] * (base / self._base_list[0])

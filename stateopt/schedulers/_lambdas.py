@@ -56,7 +56,7 @@ class LambdaLR(LRScheduler):
     def _factor(self, epoch, group):
         return _f32(_pick(self.lr_lambdas, group)(epoch))
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return base * self._factor(epoch, group)
 
 
@@ -89,11 +89,11 @@ class MultiplicativeLR(LambdaLR):
 
     __module__ = 'stateopt'
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return jax.lax.fori_loop(1, jnp.asarray(epoch, I32) + 1,
                                  lambda i, lr: lr * self._factor(i, group), _f32(base))
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         return jnp.where(epoch == 0, lr, lr * self._factor(epoch, group))
 
     def _restart(self, values, bases, groups):

@@ -29,6 +29,12 @@ class LinearLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'start_factor': 'The factor of the base lr at step 0.',
+        'end_factor': 'The factor of the base lr at step ``total_iters`` and after.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
                  total_iters: int = 5, last_epoch: int = 0):
         self.start_factor = check_number('start_factor', start_factor, low=0.0, high=1.0, low_open=True)
@@ -36,11 +42,11 @@ class LinearLR(LRScheduler):
         self.total_iters = _int('total_iters', total_iters, 1)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         done = jnp.minimum(epoch, self.total_iters) / self.total_iters
         return base * (self.start_factor + (self.end_factor - self.start_factor) * done)
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         change = self.end_factor - self.start_factor
         ratio = 1.0 + change / (self.total_iters * self.start_factor + (epoch - 1) * change)
         return jnp.where(epoch == 0, lr * self.start_factor,
@@ -63,16 +69,21 @@ class ConstantLR(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'factor': 'The factor of the base lr until step ``total_iters``.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, factor: float = 1.0 / 3, total_iters: int = 5,
                  last_epoch: int = 0):
         self.factor = check_number('factor', factor, low=0.0, high=1.0, low_open=True)
         self.total_iters = _int('total_iters', total_iters, 1)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return base * jnp.where(epoch < self.total_iters, self.factor, 1.0)
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         restore = jnp.where(epoch == self.total_iters, 1.0 / self.factor, 1.0)
         return lr * jnp.where(epoch == 0, self.factor, restore)
 
@@ -92,12 +103,17 @@ class WarmupScheduler(LRScheduler):
 
     __module__ = 'stateopt'
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'warmup_epochs': 'The steps of the linear warm-up to ``base_lr``.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, warmup_epochs: int = 5, warmup_start_lr: float = 0.0,
                  last_epoch: int = 0):
         self.warmup_epochs = _int('warmup_epochs', warmup_epochs, 0)
         self.warmup_start_lr = check_number('warmup_start_lr', warmup_start_lr, low=0.0)
         super().__init__(base_lr, last_epoch)
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         done = jnp.minimum(_f32(epoch) / max(self.warmup_epochs, 1), 1.0)
         return self.warmup_start_lr + (base - self.warmup_start_lr) * done

@@ -47,6 +47,18 @@ class ReduceLROnPlateau(LRScheduler):
     _extra_counters = ('best', 'num_bad_epochs', 'cooldown_counter')
     _torch_params = ('mode', 'factor', 'patience', 'threshold', 'threshold_mode', 'cooldown', 'min_lr', 'eps')
 
+    #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
+    parameter_docs = {
+        'mode': "``'min'`` (the metric should fall) or ``'max'`` (it should rise).",
+        'factor': 'The factor the lr is multiplied by when the metric stalls.',
+        'patience': 'The steps without improvement tolerated before the lr falls.',
+        'threshold': 'The least change that counts as an improvement.',
+        'threshold_mode': "``'rel'`` (relative to the best) or ``'abs'``: how ``threshold`` applies.",
+        'cooldown': 'The steps after a reduction before the count of bad steps starts again.',
+        'min_lr': 'The lowest lr (one value, or one per group).',
+        'eps': 'A reduction smaller than this is not made.',
+    }
+
     def __init__(self, base_lr: LRs = 1e-3, mode: str = 'min', factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, threshold_mode: str = 'rel', cooldown: int = 0,
                  min_lr: LRs = 0.0, eps: float = 1e-8, last_epoch: int = 0):
@@ -69,10 +81,10 @@ class ReduceLROnPlateau(LRScheduler):
         return {'last_epoch': jnp.asarray(epoch, I32), 'best': _f32(worst),
                 'num_bad_epochs': jnp.asarray(0, I32), 'cooldown_counter': jnp.asarray(0, I32)}
 
-    def _closed(self, base, epoch, group):
+    def lr_at(self, base, epoch, group):
         return base
 
-    def _recursive(self, lr, base, epoch, group):
+    def next_lr(self, lr, base, epoch, group):
         return lr
 
     def _value(self, count, base):

@@ -1,0 +1,93 @@
+"""The public protocol between an optimizer and whatever drives its hyper-parameters."""
+
+import brainstate
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stateopt
+
+
+def _opt(cls=stateopt.SGD, **kwargs):
+    return cls(**kwargs).register_trainable_weights({'w': brainstate.ParamState(jnp.ones(2))})
+
+
+class HalvingDriver:
+    """A driver written against the public protocol only: halves every group's lr per step."""
+
+    def __init__(self, optimizer, max_groups=3):
+        self.optimizer, self.max_groups, self.seen = optimizer, max_groups, []
+        optimizer.scheduler_attached(self)
+
+    def step(self):
+        for group in self.optimizer.param_groups:
+            group.assign('lr', group['lr'] / 2)
+
+    def check_new_group(self, hyperparams):
+        if len(self.optimizer.param_groups) >= self.max_groups:
+            raise ValueError(f'this driver takes {self.max_groups} groups')
+        self.seen.append(('check', float(hyperparams['lr'])))
+
+    def group_added(self, group):
+        self.seen.append(('added', group.index))
+
+
+def test_a_driver_built_on_the_public_protocol_drives_and_is_told_of_groups():
+    opt = _opt(lr=0.8)
+    driver = HalvingDriver(opt)
+    assert opt.lr_scheduler is driver
+    opt.add_param_group({'b': brainstate.ParamState(jnp.ones(3))}, lr=0.4)
+    driver.step()
+    assert [round(float(lr), 6) for lr in opt.get_last_lr()] == [0.4, 0.2]
+    assert driver.seen == [('check', 0.4), ('added', 1)]
+    opt.add_param_group({'c': brainstate.ParamState(jnp.ones(1))})
+    with pytest.raises(ValueError, match='this driver takes 3 groups'):
+        opt.add_param_group({'d': brainstate.ParamState(jnp.ones(1))})
+    assert [name for group in opt.param_groups for name in group.names] == ['w', 'b', 'c']
+
+
+def test_a_second_driver_is_refused_and_nothing_changes():
+    opt = _opt(lr=0.8)
+    first = HalvingDriver(opt)
+    with pytest.raises(ValueError, match=r'already driven by a HalvingDriver.*SequentialLR\(optimizer'):
+        stateopt.StepLR(opt, step_size=1)
+    assert opt.lr_scheduler is first and float(opt.param_groups[0]['lr']) == pytest.approx(0.8)
+
+
+def test_a_cycled_momentum_the_optimizer_cannot_follow_is_refused_before_anything_changes():
+    opt = _opt(stateopt.RMSprop, lr=0.1)           # momentum=0: RMSprop keeps no buffer
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=r'OneCycleLR cycles the momentum.*keeps no momentum buffer'):
+        stateopt.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    assert opt.lr_scheduler is None
+    np.testing.assert_equal(opt.state_dict()['param_groups'], before['param_groups'])
+
+
+#: key, value -> what ``group[key] = value`` raises, and so ``group.check(key, value)``.
+REFUSED = {
+    'negative lr': ('lr', -1.0, ValueError, 'lr must be >= 0'),
+    'unknown key': ('betas', (0.9, 0.99), KeyError, "SGD has no hyper-parameter 'betas'"),
+    'static key': ('nesterov', True, ValueError, "'nesterov' is fixed when the group is created"),
+    'params': ('params', {}, KeyError, "a group's params are set by add_param_group"),
+    'momentum of a bufferless group': ('momentum', 0.9, ValueError, 'keeps no momentum buffer'),
+}
+
+
+@pytest.mark.parametrize('key, value, error, match', REFUSED.values(), ids=REFUSED)
+def test_check_refuses_what_assignment_refuses_and_changes_nothing(key, value, error, match):
+    opt = _opt(lr=0.1)
+    group = opt.param_groups[0]
+    before = group.hyperparams()
+    with pytest.raises(error, match=match):
+        group.check(key, value)
+    with pytest.raises(error, match=match):
+        group[key] = value
+    assert group.hyperparams() == before
+
+
+def test_check_returns_the_value_and_assign_writes_without_checks():
+    opt = _opt(stateopt.SGD, lr=0.1, momentum=0.5)
+    group = opt.param_groups[0]
+    assert group.check('momentum', 0.9) == 0.9 and group['momentum'] == pytest.approx(0.5)
+    group.assign('lr', 0.25)
+    assert float(group['lr']) == 0.25
