@@ -171,7 +171,7 @@ def _document_parameters(cls: type) -> None:
         default = '' if param.default is inspect.Parameter.empty else f', default {param.default!r}'
         lines += [f'{param.name} : {kind}{default}',
                   *('    ' + line for line in textwrap.wrap(docs[param.name], 84))]
-    section = textwrap.indent('\n'.join(lines), '    ') + '\n\n    '
+    section = textwrap.indent('\n'.join(lines), '    ').lstrip() + '\n\n    '  # placed after an indent
     at = doc.find('Examples\n    --------')
     cls.__doc__ = doc[:at] + section + doc[at:] if at >= 0 else doc.rstrip() + '\n\n    ' + section
 
