@@ -1,4 +1,18 @@
-"""The scheduler base: counters in OptimStates, one compiled step, state dicts, the protocol."""
+"""The scheduler base: counters in OptimStates, one compiled step, state dicts, the protocol.
+
+A schedule overrides the rule: :meth:`LRScheduler.lr_at` (closed form) and, where torch's
+chainable form differs, :meth:`LRScheduler.next_lr`. The rest is machinery, overridden
+only by schedulers with counters beyond the step (warm restarts, the plateau, the
+composites), each for one moment of a run:
+
+- ``_counters_at(epoch)``: the counters after ``epoch`` steps (a fresh start is 0);
+- ``_advance(...)``: one step, from the counters and values now to the next;
+- ``_initial_step(...)``: torch's step at construction, applied to the values at epoch 0;
+- ``_joining_values(...)``: the values of groups that join at the current counters (at
+  attachment, or a group added mid-run);
+- ``_values_on_switch(...)``: the values a SequentialLR's next scheduler starts from;
+- ``_schedule_lr(count, base)``: group 0's lr at ``count``, the scheduler as an optax schedule.
+"""
 
 from __future__ import annotations
 
@@ -313,14 +327,14 @@ class LRScheduler:
         self._parent: LRScheduler | None = None
         self._momentum_key: str | None = None
         self._compiled: Callable | None = None
-        fresh = self._fresh(start)
+        fresh = self._counters_at(start)
         self.last_epoch = OptimState(fresh['last_epoch'])
         for name in self._extra_counters:
             setattr(self, name, OptimState(fresh[name]))
         bases = tuple(_f32(base) for base in self._base_list)
         groups = tuple(range(len(bases)))
         self._bases: OptimState | None = OptimState(bases)
-        values = self._start({'lr': bases, 'momentum': None}, bases, groups, fresh)
+        values = self._joining_values({'lr': bases, 'momentum': None}, bases, groups, fresh)
         self._lrs: OptimState | None = OptimState(values['lr'])
 
     # -- the rule (pure; override) ------------------------------------------------------------
@@ -367,7 +381,7 @@ class LRScheduler:
     def _uses_metric(self) -> bool:
         return False
 
-    def _fresh(self, epoch: int) -> dict:
+    def _counters_at(self, epoch: int) -> dict:
         """The counters after ``epoch`` steps."""
         return {'last_epoch': jnp.asarray(epoch, I32)}
 
@@ -389,23 +403,23 @@ class LRScheduler:
             return values
         return {**values, 'momentum': tuple(_f32(self._momentum(state, g)) for g in groups)}
 
-    def _start(self, values: dict, bases: tuple, groups: tuple, state: dict) -> dict:
+    def _joining_values(self, values: dict, bases: tuple, groups: tuple, state: dict) -> dict:
         """``values`` for groups that join at ``state`` with base lrs ``bases``."""
         lrs = tuple(_f32(self.lr_at(base, state['last_epoch'], g)) for base, g in zip(bases, groups))
         return self._with_momentum(state, {**values, 'lr': lrs}, groups)
 
-    def _begin(self, values: dict, bases: tuple, groups: tuple) -> dict:
+    def _initial_step(self, values: dict, bases: tuple, groups: tuple) -> dict:
         """torch's initial step, applied to the current ``values`` at epoch 0."""
         zero = jnp.asarray(0, I32)
         lrs = tuple(_f32(self.next_lr(lr, base, zero, g))
                     for lr, base, g in zip(values['lr'], bases, groups))
-        return self._with_momentum(self._fresh(0), {**values, 'lr': lrs}, groups)
+        return self._with_momentum(self._counters_at(0), {**values, 'lr': lrs}, groups)
 
-    def _restart(self, values: dict, bases: tuple, groups: tuple) -> dict:
+    def _values_on_switch(self, values: dict, bases: tuple, groups: tuple) -> dict:
         """The values this scheduler sets when a SequentialLR switches to it."""
-        return self._start(values, bases, groups, self._fresh(0))
+        return self._joining_values(values, bases, groups, self._counters_at(0))
 
-    def _value(self, count: Any, base: Any) -> Any:
+    def _schedule_lr(self, count: Any, base: Any) -> Any:
         """Group 0's lr at step ``count`` (the optax schedule)."""
         return self.lr_at(base, count, 0)
 
@@ -498,7 +512,7 @@ class LRScheduler:
 
     def __call__(self, count: Any) -> jax.Array:
         """Group 0's lr at step ``count``: a scheduler is also an optax schedule."""
-        return _f32(self._value(jnp.asarray(count), self._root()._bases.value[0]))
+        return _f32(self._schedule_lr(jnp.asarray(count), self._root()._bases.value[0]))
 
     def attach_optimizer(self, optimizer: Any) -> None:
         """Drive every param group of ``optimizer`` (done by ``OptimizerClass(lr=scheduler)``).
@@ -547,7 +561,8 @@ class LRScheduler:
             key = 'betas' if 'betas' in hyperparams else 'momentum' if 'momentum' in hyperparams else None
         bases = tuple(_f32(self._group_base(g, self.base_lr if g == 0 else group.initial_lr))
                       for g, group in enumerate(groups))
-        values = self._start(_group_values(groups, key), bases, tuple(range(len(groups))), self._state())
+        values = self._joining_values(_group_values(groups, key), bases, tuple(range(len(groups))),
+                                      self._state())
         own = tuple(self._lrs.value)
         optimizer.scheduler_attached(self, key, values['momentum'])
         self.optimizer, self._momentum_key = optimizer, key
@@ -606,7 +621,7 @@ class LRScheduler:
         values = self._read_values()
         mine = {'lr': values['lr'][index:index + 1],
                 'momentum': None if values['momentum'] is None else values['momentum'][index:index + 1]}
-        values = self._start(mine, (base,), (index,), self._state())
+        values = self._joining_values(mine, (base,), (index,), self._state())
         self._write_values(values, [group])
 
     def state_dict(self) -> dict:
@@ -665,14 +680,14 @@ class LRScheduler:
         groups = tuple(range(len(bases)))
 
         def run(bases):
-            values = self._begin({'lr': bases, 'momentum': None}, bases, groups)
+            values = self._initial_step({'lr': bases, 'momentum': None}, bases, groups)
 
             def body(carry, _):
                 state, values = carry
                 new = self._advance(state, values, bases, groups)
                 return _like(new, carry), values['lr']
 
-            return jax.lax.scan(body, (self._fresh(0), values), None, length=steps)[1]
+            return jax.lax.scan(body, (self._counters_at(0), values), None, length=steps)[1]
 
         return np.stack([np.asarray(lr) for lr in jax.jit(run)(bases)], axis=1)
 

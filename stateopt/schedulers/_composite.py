@@ -61,7 +61,7 @@ class _Composite(LRScheduler):
         self._base_list = (relative[0][1] if relative else schedulers[0])._base_list
         for child in self._schedulers:
             child._parent = self
-            child._write_state(child._fresh(0))
+            child._write_state(child._counters_at(0))
             child._bases = child._lrs = None
 
     @property
@@ -125,9 +125,9 @@ class _Composite(LRScheduler):
         children = [child._counters() for child in self._schedulers]
         return {'last_epoch': self.last_epoch, 'schedulers': children}
 
-    def _fresh(self, epoch):
+    def _counters_at(self, epoch):
         return {'last_epoch': jnp.asarray(epoch, I32),
-                'schedulers': [child._fresh(0) for child in self._schedulers]}
+                'schedulers': [child._counters_at(0) for child in self._schedulers]}
 
     def _setup_composite(self, start: int) -> None:
         self._setup_states(0)
@@ -136,7 +136,7 @@ class _Composite(LRScheduler):
 
     def _simulate(self, values: dict, bases: tuple, groups: tuple, count: Any) -> dict:
         """``values`` after ``count`` metric-free steps from a fresh start."""
-        start = (self._fresh(0), self._begin({**values, 'lr': bases}, bases, groups))
+        start = (self._counters_at(0), self._initial_step({**values, 'lr': bases}, bases, groups))
         if not is_traced(count) and count == 0:
             return start[1]
 
@@ -145,13 +145,13 @@ class _Composite(LRScheduler):
 
         return jax.lax.fori_loop(0, jnp.asarray(count, I32), body, _like(start, start))[1]
 
-    def _start(self, values, bases, groups, state):
+    def _joining_values(self, values, bases, groups, state):
         return self._simulate(values, tuple(map(_f32, bases)), groups, state['last_epoch'])
 
-    def _restart(self, values, bases, groups):
-        return self._begin({**values, 'lr': bases}, bases, groups)
+    def _values_on_switch(self, values, bases, groups):
+        return self._initial_step({**values, 'lr': bases}, bases, groups)
 
-    def _value(self, count, base):
+    def _schedule_lr(self, count, base):
         return self._simulate({'lr': (base,), 'momentum': None}, (_f32(base),), (0,), count)['lr'][0]
 
     def _bind_children(self, optimizer):
@@ -216,8 +216,8 @@ class SequentialLR(_Composite):
         self._adopt(schedulers)
         self._setup_composite(_int('last_epoch', last_epoch, 0))
 
-    def _begin(self, values, bases, groups):
-        return self._schedulers[0]._begin(values, bases, groups)
+    def _initial_step(self, values, bases, groups):
+        return self._schedulers[0]._initial_step(values, bases, groups)
 
     def _advance(self, state, values, bases, groups, epoch=None, metric=None):
         step = optax.safe_increment(state['last_epoch'])
@@ -227,8 +227,8 @@ class SequentialLR(_Composite):
             new_state, new_values = child._advance(own, values, bases, groups, None, metric)
             if i > 0:
                 switching = step == self.milestones[i - 1]
-                new_state = _where(switching, child._fresh(0), new_state)
-                new_values = _where(switching, child._restart(values, bases, groups), new_values)
+                new_state = _where(switching, child._counters_at(0), new_state)
+                new_values = _where(switching, child._values_on_switch(values, bases, groups), new_values)
             children.append(_like(_where(active == i, new_state, own), own))
             chosen = _where(active == i, new_values, chosen)
         return {'last_epoch': step, 'schedulers': children}, chosen
@@ -269,9 +269,9 @@ class ChainedScheduler(_Composite):
         if optimizer is not None:
             self._attach_torch_form(optimizer)
 
-    def _begin(self, values, bases, groups):
+    def _initial_step(self, values, bases, groups):
         for child in self._schedulers:
-            values = child._begin(values, bases, groups)
+            values = child._initial_step(values, bases, groups)
         return values
 
     def _advance(self, state, values, bases, groups, epoch=None, metric=None):

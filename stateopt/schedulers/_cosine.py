@@ -105,7 +105,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         start = jnp.asarray(self._cycle_starts, F32)[cycle]
         return epoch - start, jnp.asarray(self._cycle_lengths, I32)[cycle]
 
-    def _fresh(self, epoch):
+    def _counters_at(self, epoch):
         t_cur, t_i = self._position(epoch)
         return {'last_epoch': jnp.asarray(epoch, I32), 'T_cur': t_cur, 'T_i': t_i}
 
@@ -113,13 +113,13 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         return self.eta_min + (base - self.eta_min) * _cos_weight(state['T_cur'], state['T_i'])
 
     def lr_at(self, base, epoch, group):
-        return self._lr(base, self._fresh(epoch))
+        return self._lr(base, self._counters_at(epoch))
 
-    def _start(self, values, bases, groups, state):
+    def _joining_values(self, values, bases, groups, state):
         return {**values, 'lr': tuple(_f32(self._lr(base, state)) for base in bases)}
 
-    def _begin(self, values, bases, groups):
-        return self._start(values, bases, groups, self._fresh(0))
+    def _initial_step(self, values, bases, groups):
+        return self._joining_values(values, bases, groups, self._counters_at(0))
 
     def _epoch_input(self, epoch):
         if is_traced(epoch):
@@ -136,7 +136,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         else:
             t_cur, t_i = self._position(epoch)
             state = {'last_epoch': jnp.floor(epoch).astype(I32), 'T_cur': t_cur, 'T_i': t_i}
-        return state, self._start(values, bases, groups, state)
+        return state, self._joining_values(values, bases, groups, state)
 
 
 class WarmupCosineSchedule(LRScheduler):

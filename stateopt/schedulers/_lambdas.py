@@ -96,6 +96,6 @@ class MultiplicativeLR(LambdaLR):
     def next_lr(self, lr, base, epoch, group):
         return jnp.where(epoch == 0, lr, lr * self._factor(epoch, group))
 
-    def _restart(self, values, bases, groups):
+    def _values_on_switch(self, values, bases, groups):
         zero = jnp.asarray(0, I32)
         return {**values, 'lr': tuple(lr * self._factor(zero, g) for lr, g in zip(values['lr'], groups))}

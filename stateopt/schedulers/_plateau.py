@@ -76,7 +76,7 @@ class ReduceLROnPlateau(LRScheduler):
     def _uses_metric(self) -> bool:
         return True
 
-    def _fresh(self, epoch):
+    def _counters_at(self, epoch):
         worst = math.inf if self.mode == 'min' else -math.inf
         return {'last_epoch': jnp.asarray(epoch, I32), 'best': _f32(worst),
                 'num_bad_epochs': jnp.asarray(0, I32), 'cooldown_counter': jnp.asarray(0, I32)}
@@ -87,7 +87,7 @@ class ReduceLROnPlateau(LRScheduler):
     def next_lr(self, lr, base, epoch, group):
         return lr
 
-    def _value(self, count, base):
+    def _schedule_lr(self, count, base):
         return self._root()._read_values()['lr'][0]
 
     def _is_better(self, metric, best):
