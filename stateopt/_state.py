@@ -131,7 +131,8 @@ def shown_key(path: KeyPath) -> str:
     return repr(path[0]) if len(path) == 1 else repr(path)
 
 
-def _is_state(x: Any) -> bool:
+def is_state(x: Any) -> bool:
+    """Whether ``x`` is a brainstate State (a leaf for tree functions over States)."""
     return isinstance(x, brainstate.State)
 
 
@@ -143,16 +144,16 @@ def flatten_states(tree: Any) -> list[tuple[KeyPath, brainstate.State]]:
     TypeError
         If a leaf is not a ``brainstate.State``; the error names its key.
     """
-    if _is_state(tree):
+    if is_state(tree):
         raise TypeError(
             'expected a dict (or FlattedDict) of brainstate States, got a single State; '
             "wrap it with a key, e.g. {'w': state}"
         )
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_state)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_state)[0]
     pairs = []
     for path, leaf in leaves:
         key = tuple(path_key(entry) for entry in path)
-        if not _is_state(leaf):
+        if not is_state(leaf):
             raise TypeError(
                 f'the entry at key {shown_key(key)} is a {type(leaf).__name__}, not a '
                 f'brainstate.State; register States, e.g. model.states(brainstate.ParamState)'

@@ -11,19 +11,13 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import brainstate
 import jax
 import ml_dtypes
 import msgpack
 import numpy as np
 
-from .._state import path_key
+from .._state import is_state, path_key
 from .._version import __version__
-
-try:
-    import fcntl
-except ImportError:       # Windows: the temporaries of killed saves are left in place
-    fcntl = None
 
 FORMAT_NAME = 'stateopt-checkpoint'
 FORMAT_VERSION = 1
@@ -34,7 +28,6 @@ _DIGEST = slice(12, 44)
 MAX_DEPTH = 64
 _INLINE_BYTES = 1 << 16    # larger arrays are written from their own buffers, uncopied
 _MAX_HEADER = 1 << 16      # bytes a header may have
-_TOKEN_BYTES = 6           # random bytes in a temporary file's name
 
 _DTYPES = {np.dtype(t).name: np.dtype(t) for t in (
     np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
@@ -76,9 +69,6 @@ def _shown_entry(path: tuple) -> str:
         return '<root>'
     return '/'.join(key if isinstance(key, str) else repr(key) for key in path)
 
-
-def _is_state(value: Any) -> bool:
-    return isinstance(value, brainstate.State)
 
 
 def _is_stateful(value: Any) -> bool:
@@ -133,7 +123,7 @@ def _encode(node: Any, path: tuple, copy: bool) -> Any:
     """``node`` (a target) as msgpack-ready lists; arrays are read (and copied if ``copy``)."""
     if len(path) > MAX_DEPTH:
         raise ValueError(f'{_shown_entry(path[:MAX_DEPTH])} nests deeper than {MAX_DEPTH} levels')
-    if _is_state(node):
+    if is_state(node):
         return _encode(node.value, path, copy)
     if isinstance(node, jax.core.Tracer):
         raise TypeError(f'{_shown_entry(path)} is a traced value; save checkpoints outside jit')

@@ -15,13 +15,14 @@ import threading
 import warnings
 from typing import Any
 
-from ._format import _TOKEN_BYTES, _encode, _frame, _payload
+from ._format import _encode, _frame, _payload
 
 try:
     import fcntl
 except ImportError:       # Windows: the temporaries of killed saves are left in place
     fcntl = None
 
+_TOKEN_BYTES = 6           # random bytes in a temporary file's name
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -225,6 +226,8 @@ def _write_atomic(path: str, pieces: list, overwrite: bool) -> None:
 def _write(path: str, encoded: Any, overwrite: bool) -> None:
     _write_atomic(path, _frame(_payload(encoded)), overwrite)
 
+
+# -- background saves ----------------------------------------------------------------------
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()

@@ -18,18 +18,12 @@ from ._format import (
     _entries_of,
     _is_array,
     _is_key_array,
-    _is_state,
     _is_stateful,
     _KeyData,
     _read,
     _shown_entry,
+    is_state,
 )
-
-try:
-    import fcntl
-except ImportError:       # Windows: the temporaries of killed saves are left in place
-    fcntl = None
-
 
 
 class LoadResult(NamedTuple):
@@ -75,7 +69,7 @@ def _restore(template: Any, saved: Any, path: tuple, plan: _RestorePlan, relaxed
     ``relaxed`` allows missing and unexpected dict entries (recorded in ``plan``);
     inside a State's value every entry must match.
     """
-    if _is_state(template):
+    if is_state(template):
         value = _restore(template.value, saved, path, plan, relaxed=False)
         plan.states.append((path, template, value))
         return template
@@ -185,7 +179,7 @@ def _strictly(method: Any, strict: bool) -> Any:
     return partial(method, strict=False) if takes_strict else method
 
 
-def _commit(plan: _RestorePlan, name: str, strict: bool) -> None:
+def _commit_plan(plan: _RestorePlan, name: str, strict: bool) -> None:
     """Write everything in ``plan``, or nothing.
 
     Objects with a ``check_state_dict`` method check their state dicts before
@@ -295,5 +289,5 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
         problems += [f'the target lacks {", ".join(unexpected)}'] if unexpected else []
         raise CheckpointMismatchError(f'{name} does not fit the target: {"; ".join(problems)}; '
                                       f'pass strict=False to load the entries both have')
-    _commit(plan, name, strict)
+    _commit_plan(plan, name, strict)
     return LoadResult(tree, missing, unexpected)

@@ -31,7 +31,7 @@ import optax
 from .._groups import to_python as _to_python
 from .._hyper import check_number, inside_jax_transform, is_traced
 from .._optimizer import OptaxOptimizer
-from .._state import OptimState
+from .._state import OptimState, is_state
 from .._state_dict import StateDictKeyError, checked_array, described
 
 LRs = float | Sequence[float]
@@ -79,16 +79,13 @@ def _cos_weight(position: Any, period: Any) -> jax.Array:
     return jnp.square(jnp.sin(jnp.pi / 2 * offset / period))
 
 
-def _where(condition: Any, on_true: Any, on_false: Any) -> Any:
+def _tree_where(condition: Any, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
 def _like(new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.asarray(n, jnp.result_type(o)), new, old)
 
-
-def _is_state(value: Any) -> bool:
-    return isinstance(value, brainstate.State)
 
 
 def _group_values(groups: Sequence, momentum_key: str | None) -> dict:
@@ -439,10 +436,10 @@ class LRScheduler:
         return {'last_epoch': self.last_epoch, **{name: getattr(self, name) for name in self._extra_counters}}
 
     def _state(self) -> dict:
-        return jax.tree.map(lambda state: state.value, self._counters(), is_leaf=_is_state)
+        return jax.tree.map(lambda state: state.value, self._counters(), is_leaf=is_state)
 
     def _write_state(self, state: dict) -> None:
-        holders = jax.tree.leaves(self._counters(), is_leaf=_is_state)
+        holders = jax.tree.leaves(self._counters(), is_leaf=is_state)
         for holder, value in zip(holders, jax.tree.leaves(state)):
             holder.value = value
 

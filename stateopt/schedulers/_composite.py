@@ -19,7 +19,7 @@ from ._base import (
     _f32,
     _int,
     _like,
-    _where,
+    _tree_where,
 )
 from ._plateau import _metric_input
 
@@ -227,10 +227,11 @@ class SequentialLR(_Composite):
             new_state, new_values = child._advance(own, values, bases, groups, None, metric)
             if i > 0:
                 switching = step == self.milestones[i - 1]
-                new_state = _where(switching, child._counters_at(0), new_state)
-                new_values = _where(switching, child._values_on_switch(values, bases, groups), new_values)
-            children.append(_like(_where(active == i, new_state, own), own))
-            chosen = _where(active == i, new_values, chosen)
+                new_state = _tree_where(switching, child._counters_at(0), new_state)
+                switched = child._values_on_switch(values, bases, groups)
+                new_values = _tree_where(switching, switched, new_values)
+            children.append(_like(_tree_where(active == i, new_state, own), own))
+            chosen = _tree_where(active == i, new_values, chosen)
         return {'last_epoch': step, 'schedulers': children}, chosen
 
 
