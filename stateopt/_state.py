@@ -171,10 +171,20 @@ class UniqueStateManager:
     would share a key, or whose keys print to the same name (see :func:`param_name`),
     raise ``KeyError`` naming the key, and nothing is registered.
 
+    It also answers braintools' API (``make_unique``, ``num_unique_states``,
+    ``unique_paths``, ``unique_states``, ``to_dict``, ``to_dict_value``,
+    ``get_flattened``, ``get_state_by_path``, ``update_state``, ``clear``;
+    ``merge_with`` returns the manager). Paths are tuples of the caller's keys
+    (``('l1', 'weight')``), and ``to_dict`` keys are :func:`param_name` strings
+    (``'l1.weight'``); a path given to ``get_state_by_path`` or ``update_state`` may also
+    be a JAX key path or such a string.
+
     Parameters
     ----------
     states : pytree of State, optional
         A dict, ``brainstate.util.FlattedDict`` or nested dict of States to register.
+    pytree : pytree of State, optional
+        braintools' name for ``states``; give one of the two.
 
     Examples
     --------
@@ -183,11 +193,16 @@ class UniqueStateManager:
     >>> manager = stateopt.UniqueStateManager({('layer', 'w'): w, ('shared', 'w'): w})
     >>> list(manager.to_pytree())  # the first key in flattening (sorted) order
     [('layer', 'w')]
+    >>> manager.num_unique_states, list(manager.to_dict())
+    (1, ['layer.w'])
     """
 
     __module__ = 'stateopt'
 
-    def __init__(self, states: Any = None):
+    def __init__(self, states: Any = None, *, pytree: Any = None):
+        if states is not None and pytree is not None:
+            raise TypeError('UniqueStateManager takes states or pytree (its braintools name), not both')
+        states = pytree if states is None else states
         self._paths: list[KeyPath] = []
         self._states: list[brainstate.State] = []
         self._index: dict[int, int] = {}      # id(state) -> position
@@ -248,17 +263,16 @@ class UniqueStateManager:
             new.append((path, state))
         return new
 
-    def merge_with(self, states: Any) -> list[tuple[KeyPath, brainstate.State]]:
-        """Register the States of ``states`` not registered yet; return the new pairs.
+    def merge_with(self, states: Any) -> UniqueStateManager:
+        """Register the States of ``states`` not registered yet; return this manager.
 
         States already registered keep their key and position. On a collision nothing
-        is registered.
+        is registered (see :meth:`plan_merge`, which lists what would be added).
         """
-        new = self.plan_merge(states)
-        for path, state in new:
+        for path, state in self.plan_merge(states):
             self._add(path, state)
         self.note_aliases(states)
-        return new
+        return self
 
     def note_aliases(self, states: Any) -> None:
         """Remember the further keys under which ``states`` reach registered States.
@@ -342,6 +356,102 @@ class UniqueStateManager:
     def to_pytree_value(self) -> dict:
         """Like :meth:`to_pytree`, with each State replaced by its value."""
         return unflatten(self._paths, [state.value for state in self._states])
+
+    # -- braintools' names ------------------------------------------------------------
+    def make_unique(self, pytree: Any) -> dict:
+        """Register exactly the States of ``pytree`` (forgetting earlier ones); return them unique.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> w = brainstate.ParamState(jnp.ones(2))
+        >>> list(stateopt.UniqueStateManager().make_unique({'a': w, 'b': w}))
+        ['a']
+        """
+        fresh = UniqueStateManager(pytree)
+        vars(self).update(vars(fresh))
+        return self.to_pytree()
+
+    @property
+    def num_unique_states(self) -> int:
+        """How many States are registered."""
+        return len(self._states)
+
+    @property
+    def unique_paths(self) -> list[KeyPath]:
+        """The key paths, in registration order (a list: braintools' form of :attr:`paths`)."""
+        return list(self._paths)
+
+    @property
+    def unique_states(self) -> list[brainstate.State]:
+        """The States, in registration order (a list: braintools' form of :attr:`states`)."""
+        return list(self._states)
+
+    def get_flattened(self) -> list[tuple[KeyPath, brainstate.State]]:
+        """``[(path, State), ...]`` in registration order."""
+        return list(zip(self._paths, self._states))
+
+    def to_dict(self) -> dict[str, brainstate.State]:
+        """``{param_name(path): State}`` in registration order."""
+        return dict(zip(self.names, self._states))
+
+    def to_dict_value(self) -> dict[str, Any]:
+        """``{param_name(path): State.value}`` in registration order."""
+        return {name: state.value for name, state in zip(self.names, self._states)}
+
+    def get_state_by_path(self, path: Any) -> brainstate.State | None:
+        """The State registered under ``path`` (a key tuple, a JAX key path or a name), or None.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> w = brainstate.ParamState(jnp.ones(2))
+        >>> manager = stateopt.UniqueStateManager({('l1', 'w'): w})
+        >>> manager.get_state_by_path((('l1', 'w'),)) is manager.get_state_by_path('l1.w') is w
+        True
+        """
+        position = self._find(path)
+        return None if position is None else self._states[position]
+
+    def update_state(self, path: Any, new_state: brainstate.State) -> bool:
+        """Put ``new_state`` in place of the State registered under ``path``; False if none is.
+
+        Raises
+        ------
+        TypeError
+            ``new_state`` is not a State.
+        ValueError
+            ``new_state`` is already registered under another key (a State is registered
+            once). Nothing changes.
+        """
+        if not isinstance(new_state, brainstate.State):
+            raise TypeError(f'update_state needs a brainstate State, got {type(new_state).__name__}')
+        position = self._find(path)
+        if position is None:
+            return False
+        other = self._index.get(id(new_state))
+        if other is not None and other != position:
+            raise ValueError(f'the State is already registered under {shown_key(self._paths[other])}; '
+                             f'a State is registered once')
+        del self._index[id(self._states[position])]
+        self._states[position] = new_state
+        self._index[id(new_state)] = position
+        return True
+
+    def clear(self) -> None:
+        """Forget every registered State."""
+        self.__init__()
+
+    def _find(self, path: Any) -> int | None:
+        """The position registered under ``path``: a key tuple, a JAX key path or a param name."""
+        if isinstance(path, str):
+            return self._by_name.get(path)
+        if not isinstance(path, tuple):
+            path = (path,)
+        for candidate in (path, tuple(path_key(entry) for entry in path), (path,)):
+            if candidate in self._by_path:
+                return self._by_path[candidate]
+        return None
 
 
 def deepcopy_owning_states(obj: Any, memo: dict, caches: tuple[str, ...] = ()) -> Any:
