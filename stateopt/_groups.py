@@ -64,6 +64,8 @@ class ParamGroup(MutableMapping):
         self._optimizer = optimizer
         self._positions = positions
         self._explicit = explicit
+        #: The hyper-parameters this group was given (the others follow the optimizer's defaults).
+        self.overridden: frozenset[str] = frozenset()
         specs = optimizer._hyperparams
         self._static: dict[str, Any] = {}
         dynamic: dict[str, Any] = {}

@@ -163,8 +163,10 @@ class OptaxOptimizer(Stepping, StateDicts):
         return merged
 
     # -- registration ---------------------------------------------------------------
-    def register_trainable_weights(self, states: Any) -> OptaxOptimizer:
+    def register_trainable_weights(self, states: Any = None, *, param_states: Any = None) -> OptaxOptimizer:
         """Register the States to train, in the default param group; return ``self``.
+
+        ``param_states`` is braintools' name for ``states``.
 
         ``states`` is a dict of States (``model.states(brainstate.ParamState)``).
         States are identified by identity: one already registered is skipped, and
@@ -181,6 +183,7 @@ class OptaxOptimizer(Stepping, StateDicts):
         TypeError
             A leaf is not a State, or a parameter is not a floating-point array.
         """
+        states = _one_of('register_trainable_weights', states, param_states=param_states)
         new = self._registry.plan_merge(states)
         _check_values(new)
         _strengthen(new)
@@ -188,8 +191,10 @@ class OptaxOptimizer(Stepping, StateDicts):
         self._registry.note_aliases(states)
         return self
 
-    def add_param_group(self, states: Any, **hyperparams: Any) -> ParamGroup:
+    def add_param_group(self, states: Any = None, **hyperparams: Any) -> ParamGroup:
         """Give ``states`` their own param group with ``hyperparams`` overridden.
+
+        ``params=`` is braintools' name for ``states``.
 
         Any constructor hyper-parameter can be overridden. States already registered
         are found by identity (so ``model.head.states(...)``, keyed relative to
@@ -208,6 +213,8 @@ class OptaxOptimizer(Stepping, StateDicts):
             A State already in another explicit group, no States, or an invalid
             hyper-parameter. Nothing changes.
         """
+        if 'params' in hyperparams and not isinstance(states, Mapping):
+            states = _one_of('add_param_group', states, params=hyperparams.pop('params'))
         states, hyperparams = _torch_group(states, hyperparams)
         if self._scheduler is not None and callable(hyperparams.get('lr')):
             raise ValueError('a group cannot have its own lr schedule or scheduler; the optimizer\'s '
@@ -241,6 +248,7 @@ class OptaxOptimizer(Stepping, StateDicts):
         _check_values(new)
         _strengthen(new)
         group = ParamGroup(self, [], hp, explicit=True)
+        group.overridden = frozenset(hyperparams)
         self._commit(new, moved=moved, new_group=group)
         if self._scheduler is not None:
             self._scheduler.group_added(group)
@@ -414,6 +422,42 @@ class OptaxOptimizer(Stepping, StateDicts):
         return [to_python(group['lr']) for group in self._groups]
 
 
+    # -- hyper-parameters as attributes (braintools' surface) -----------------------------
+    def __getattr__(self, name: str) -> Any:
+        """A hyper-parameter's value in the default group: ``opt.betas``, ``opt.momentum``, ..."""
+        hyperparams = type(self)._hyperparams
+        if name in hyperparams and '_groups' in vars(self):
+            return to_python(self._groups[0][name])
+        raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}')
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self)._hyperparams and name != 'lr' and '_groups' in vars(self):
+            self._set_default(name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def param_states(self) -> UniqueStateManager:
+        """The registered States, as a new :class:`UniqueStateManager` (braintools' ``param_states``).
+
+        A copy: register States with :meth:`register_trainable_weights` or
+        :meth:`add_param_group`.
+        """
+        return UniqueStateManager(self._registry.to_pytree())
+
+    def _set_default(self, name: str, value: Any) -> None:
+        """``opt.<name> = value``: the new default, set in every group that did not override it."""
+        groups = [group for group in self._groups if name not in group.overridden]
+        for group in groups:
+            if name in group._static:
+                raise ValueError(f'{name!r} is fixed when a group is created ({name}='
+                                 f'{group._static[name]!r}); pass {name}= to the constructor or to '
+                                 f'add_param_group instead')
+            value = group.check(name, value)
+        for group in groups:
+            group[name] = value
+        self.defaults[name] = value
+
     # -- the scheduler protocol ------------------------------------------------------------
     #: The hyper-parameter the attached scheduler varies besides the lr, or None.
     _cycled: str | None = None
@@ -532,6 +576,16 @@ def check_direction(tx: Any) -> None:
             'applies a learning rate); pass the direction instead, e.g. optax.scale_by_adam(), '
             'and give lr= to the stateopt optimizer'
         )
+
+
+def _one_of(method: str, states: Any, **alias: Any) -> Any:
+    """``states``, or the value given under braintools' name for it (not both, and one of them)."""
+    (name, value), = alias.items()
+    if states is not None and value is not None:
+        raise TypeError(f'{method} takes states or {name}= (its braintools name), not both')
+    if states is None and value is None:
+        raise TypeError(f'{method} needs the States to register: {method}(states) or {method}({name}=states)')
+    return states if value is None else value
 
 
 def _torch_group(states: Any, hyperparams: dict) -> tuple[Any, dict]:

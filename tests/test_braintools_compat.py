@@ -1,0 +1,72 @@
+"""braintools.optim's usage patterns, run against stateopt (cases written from its documentation)."""
+
+import brainstate
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stateopt
+
+
+def _states(*names, size=2):
+    return {name: brainstate.ParamState(jnp.ones(size)) for name in names}
+
+
+def test_braintools_keyword_names_register_and_add_groups():
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(param_states=_states('w'))
+    group = opt.add_param_group(params=_states('b'), lr=0.01)
+    assert [g.names for g in opt.param_groups] == [['w'], ['b']] and group is opt.param_groups[1]
+    with pytest.raises(TypeError, match='not both'):
+        stateopt.Adam().register_trainable_weights(_states('w'), param_states=_states('v'))
+    with pytest.raises(TypeError, match='needs the States'):
+        stateopt.Adam().register_trainable_weights()
+
+
+#: optimizer, constructor arguments, attribute -> the value braintools' attribute reads.
+ATTRIBUTES = {
+    'Adam betas': (stateopt.Adam, dict(betas=(0.8, 0.95)), 'betas', (0.8, 0.95)),
+    'Adam eps': (stateopt.Adam, dict(eps=1e-6), 'eps', 1e-6),
+    'AdamW weight_decay': (stateopt.AdamW, dict(weight_decay=0.05), 'weight_decay', 0.05),
+    'SGD momentum': (stateopt.SGD, dict(momentum=0.9), 'momentum', 0.9),
+    'LBFGS memory_size': (stateopt.LBFGS, dict(memory_size=7), 'memory_size', 7),
+    'Rprop etas': (stateopt.Rprop, dict(etas=(0.4, 1.3)), 'etas', (0.4, 1.3)),
+    'Adam amsgrad': (stateopt.Adam, dict(amsgrad=True), 'amsgrad', True),
+}
+
+
+@pytest.mark.parametrize('cls, kwargs, name, expected', ATTRIBUTES.values(), ids=ATTRIBUTES)
+def test_hyperparameters_read_as_attributes(cls, kwargs, name, expected):
+    value = getattr(cls(**kwargs).register_trainable_weights(_states('w')), name)
+    np.testing.assert_allclose(value, expected, rtol=1e-7)     # float32-stored values read back
+
+
+def test_setting_an_attribute_sets_every_group_that_did_not_override_it():
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(_states('w'))
+    opt.add_param_group(_states('b'), eps=1e-3)
+    opt.add_param_group(_states('c'))
+    opt.eps = 1e-6
+    assert [float(g['eps']) for g in opt.param_groups] == pytest.approx([1e-6, 1e-3, 1e-6])
+    assert opt.defaults['eps'] == 1e-6 and opt.eps == pytest.approx(1e-6)
+    opt.add_param_group(_states('d'))
+    assert float(opt.param_groups[3]['eps']) == pytest.approx(1e-6)      # new groups take the new default
+
+
+def test_setting_a_static_or_invalid_attribute_is_refused_and_changes_nothing():
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(_states('w'))
+    opt.add_param_group(_states('b'))
+    before = [g.hyperparams() for g in opt.param_groups]
+    with pytest.raises(ValueError, match="'amsgrad' is fixed when a group is created"):
+        opt.amsgrad = True
+    with pytest.raises(ValueError, match='eps'):
+        opt.eps = -1.0
+    assert [g.hyperparams() for g in opt.param_groups] == before and opt.defaults['eps'] == 1e-8
+
+
+def test_param_states_lists_the_registered_states():
+    states = _states('w', 'b')
+    opt = stateopt.SGD().register_trainable_weights(states)
+    manager = opt.param_states
+    assert isinstance(manager, stateopt.UniqueStateManager)
+    assert manager.to_dict() == {'b': states['b'], 'w': states['w']}
+    manager.clear()                          # a copy: the optimizer keeps its States
+    assert len(opt.param_states) == 2
