@@ -124,9 +124,16 @@ class ParamGroup(MutableMapping):
         Examples
         --------
         >>> import jax.numpy as jnp, brainstate, stateopt
-        >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': brainstate.ParamState(jnp.ones(2))})
+        >>> opt = stateopt.SGD(lr=0.1, momentum=0.5).register_trainable_weights(
+        ...     {'w': brainstate.ParamState(jnp.ones(2))})
         >>> opt.param_groups[0].check('momentum', 0.9)
         0.9
+        >>> opt.param_groups[0].check('lr', -1.0)
+        Traceback (most recent call last):
+            ...
+        ValueError: lr must be >= 0.0, got -1.0
+        >>> float(opt.param_groups[0]['momentum'])  # unchanged
+        0.5
         """
         optimizer = self._optimizer
         if key == 'params':

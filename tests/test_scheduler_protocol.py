@@ -1,5 +1,7 @@
 """The public protocol between an optimizer and whatever drives its hyper-parameters."""
 
+import doctest
+
 import brainstate
 import jax.numpy as jnp
 import numpy as np
@@ -91,3 +93,22 @@ def test_check_returns_the_value_and_assign_writes_without_checks():
     assert group.check('momentum', 0.9) == 0.9 and group['momentum'] == pytest.approx(0.5)
     group.assign('lr', 0.25)
     assert float(group['lr']) == 0.25
+
+
+#: The protocol's and the rule hooks' methods with examples. Their classes present themselves
+#: as ``stateopt.X``, so the doctest collector of the modules that define them skips them.
+EXAMPLES = {
+    'ParamGroup.assign': stateopt.ParamGroup.assign,
+    'ParamGroup.check': stateopt.ParamGroup.check,
+    'LRScheduler.lr_at': stateopt.LRScheduler.lr_at,
+    'LRScheduler.next_lr': stateopt.LRScheduler.next_lr,
+}
+
+
+@pytest.mark.parametrize('method', EXAMPLES.values(), ids=EXAMPLES)
+def test_the_protocol_methods_examples_run_as_written(method):
+    test = doctest.DocTestParser().get_doctest(method.__doc__, {}, method.__qualname__, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    result = runner.run(test, out=lambda text: None)
+    assert result.attempted >= 2, method.__qualname__
+    assert result.failed == 0, f'{result.failed} of {method.__qualname__}\'s examples fail'
