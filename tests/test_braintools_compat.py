@@ -71,3 +71,17 @@ def test_param_states_lists_the_registered_states():
     assert manager.to_dict() == {'b': states['b'], 'w': states['w']}
     manager.clear()                          # a copy: the optimizer keeps its States
     assert len(opt.param_states) == 2
+
+
+def test_adafactor_reads_a_negative_decay_rate_as_the_same_exponent():
+    runs = []
+    for decay_rate in (0.8, -0.8):
+        states = _states('w', size=(3, 2))
+        opt = stateopt.Adafactor(decay_rate=decay_rate).register_trainable_weights(states)
+        for step in range(3):
+            opt.update({'w': jnp.full((3, 2), 0.5 + step, jnp.float32)})
+        runs.append((opt.decay_rate, np.asarray(states['w'].value)))
+    assert runs[1][0] == runs[0][0] == pytest.approx(0.8)
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])      # the same compiled step on the same values
+    opt.param_groups[0]['decay_rate'] = -0.5
+    assert float(opt.param_groups[0]['decay_rate']) == 0.5

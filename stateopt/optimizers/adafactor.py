@@ -13,6 +13,7 @@ from .._hyper import (
     WEIGHT_DECAY,
     Hyperparameters,
     Param,
+    check_number,
     is_traced,
     non_negative,
     open_unit_interval,
@@ -40,6 +41,17 @@ def _eps(name: str, value: Any) -> tuple:
     return positive(f'{name}[0]', value[0]), non_negative(f'{name}[1]', value[1])
 
 
+def _decay_exponent(name: str, value: Any) -> Any:
+    """The exponent of ``c_t = t^(-decay_rate)``, either sign accepted.
+
+    A negative value is the same exponent in the sign convention of torch's ``beta2_decay``
+    and HF transformers' Adafactor: no other reading of it exists.
+    """
+    if is_traced(value):
+        return value
+    return non_negative(name, abs(check_number(name, value)))
+
+
 def _optional_beta(name: str, value: Any) -> float | None:
     """``None`` (no first moment) or a real number in ``[0, 1)``."""
     return None if value is None else open_unit_interval(name, value)
@@ -59,9 +71,9 @@ class Adafactor(OptaxOptimizer):
 
     When ``factored`` and ``p.ndim >= 2``, ``V`` is kept as its row and column means ``R``
     and ``C`` over the last two axes, each updated as ``V`` is, and ``V_t = R_t C_t /
-    max(mean(R_t), eps1)``. ``decay_rate`` is torch's ``-beta2_decay`` and
-    ``clip_threshold`` its ``d``; ``beta1`` adds the first moment of the paper and optax,
-    which torch lacks. ``lr=None`` is torch's default ``lr=1e-2``, for which ``rho_t`` is
+    max(mean(R_t), eps1)``. ``decay_rate`` is torch's ``-beta2_decay`` (either sign is read
+    as that exponent) and ``clip_threshold`` its ``d``; ``beta1`` adds the first moment of
+    the paper and optax, which torch lacks. ``lr=None`` is torch's default ``lr=1e-2``, for which ``rho_t`` is
     the paper's relative step size ``min(1e-2, 1 / sqrt(t))``; a schedule or scheduler
     acts through ``rho_t`` and the decay. Torch's ``eps=(None, 1e-3)`` is
     ``eps=(1.1920929e-07, 1e-3)`` for float32 parameters.
@@ -86,8 +98,9 @@ class Adafactor(OptaxOptimizer):
               type='tuple of float'),
         Param('clip_threshold', 1.0, positive, 'The threshold ``d`` of the RMS of ``U`` above which the '
               'step is scaled down.'),
-        Param('decay_rate', 0.8, non_negative, 'The exponent of the second-moment decay ``c_t = '
-              't^(-decay_rate)``.'),
+        Param('decay_rate', 0.8, _decay_exponent, 'The exponent of the second-moment decay ``c_t = '
+              't^(-decay_rate)``; ``-0.8`` (torch\'s ``beta2_decay``, HF transformers\' sign) means the '
+              'same as ``0.8``.'),
         Param('beta1', None, _optional_beta, 'The decay rate of the first moment (``None``: no first '
               'moment, as torch).', type='float or None'),
         WEIGHT_DECAY,
