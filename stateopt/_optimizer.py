@@ -213,7 +213,7 @@ class OptaxOptimizer(Stepping, StateDicts):
             A State already in another explicit group, no States, or an invalid
             hyper-parameter. Nothing changes.
         """
-        if 'params' in hyperparams and not isinstance(states, Mapping):
+        if 'params' in hyperparams:
             states = _one_of('add_param_group', states, params=hyperparams.pop('params'))
         states, hyperparams = _torch_group(states, hyperparams)
         if self._scheduler is not None and callable(hyperparams.get('lr')):
@@ -446,16 +446,16 @@ class OptaxOptimizer(Stepping, StateDicts):
         return UniqueStateManager(self._registry.to_pytree())
 
     def _set_default(self, name: str, value: Any) -> None:
-        """``opt.<name> = value``: the new default, set in every group that did not override it."""
+        """``opt.<name> = value``: the new default, set in every group that did not override it.
+
+        Every group checks the value first (a static hyper-parameter is refused there), so a
+        refusal changes nothing.
+        """
         groups = [group for group in self._groups if name not in group.overridden]
         for group in groups:
-            if name in group._static:
-                raise ValueError(f'{name!r} is fixed when a group is created ({name}='
-                                 f'{group._static[name]!r}); pass {name}= to the constructor or to '
-                                 f'add_param_group instead')
             value = group.check(name, value)
         for group in groups:
-            group[name] = value
+            group.assign(name, value)
         self.defaults[name] = value
 
     # -- the scheduler protocol ------------------------------------------------------------

@@ -20,6 +20,9 @@ def test_braintools_keyword_names_register_and_add_groups():
         stateopt.Adam().register_trainable_weights(_states('w'), param_states=_states('v'))
     with pytest.raises(TypeError, match='needs the States'):
         stateopt.Adam().register_trainable_weights()
+    with pytest.raises(TypeError, match=r'add_param_group takes states or params='):
+        opt.add_param_group(_states('c'), params=_states('d'))
+    assert [g.names for g in opt.param_groups] == [['w'], ['b']]
 
 
 #: optimizer, constructor arguments, attribute -> the value braintools' attribute reads.
@@ -56,7 +59,7 @@ def test_setting_a_static_or_invalid_attribute_is_refused_and_changes_nothing():
     opt = stateopt.Adam(lr=0.1).register_trainable_weights(_states('w'))
     opt.add_param_group(_states('b'))
     before = [g.hyperparams() for g in opt.param_groups]
-    with pytest.raises(ValueError, match="'amsgrad' is fixed when a group is created"):
+    with pytest.raises(ValueError, match="'amsgrad' is fixed when the group is created"):
         opt.amsgrad = True
     with pytest.raises(ValueError, match='eps'):
         opt.eps = -1.0
