@@ -54,6 +54,7 @@ from .schedulers import (
     ConstantLR,
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
+    CurrentLRs,
     CyclicLR,
     ExponentialDecayLR,
     ExponentialLR,
@@ -83,5 +84,5 @@ __all__ = [
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
     'CheckpointError', 'CheckpointMismatchError',
-    'SCHEDULERS', 'LRScheduler', *SCHEDULERS, 'plot_schedule',
+    'SCHEDULERS', 'LRScheduler', 'CurrentLRs', *SCHEDULERS, 'plot_schedule',
 ]

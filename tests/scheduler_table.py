@@ -164,6 +164,7 @@ ROWS = [
         S('ReduceLROnPlateau', dict(factor=0.5, patience=2, threshold=0.01)))),
         metrics=_plateau_metrics()),
     Row('constant-base', S('LRScheduler'), closed_form=_constant),
+    Row('constant-no-iters', S('ConstantLR', dict(factor=0.5, total_iters=0)), closed_form=_constant),
     Row('exp-decay', S('ExponentialDecayLR', dict(decay_steps=10, decay_rate=0.5, transition_begin=5,
                                                    end_value=0.01)),
         closed_form=_exp_decay(10, 0.5, begin=5, end_value=0.01)),

@@ -4,6 +4,7 @@ import brainstate
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close_f32
 
 import stateopt
 
@@ -88,3 +89,82 @@ def test_adafactor_reads_a_negative_decay_rate_as_the_same_exponent():
     np.testing.assert_array_equal(runs[1][1], runs[0][1])      # the same compiled step on the same values
     opt.param_groups[0]['decay_rate'] = -0.5
     assert float(opt.param_groups[0]['decay_rate']) == 0.5
+
+
+# -- schedulers -------------------------------------------------------------------------------
+
+def test_scheduler_current_lrs_get_lr_apply_and_step_epoch():
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(_states('w'))
+    opt.add_param_group(_states('b'), lr=0.02)
+    sched = stateopt.StepLR(opt, 1, 0.5)
+    sched.step_epoch()
+    # torch's StepLR after one step with step_size=1: base * gamma.
+    assert_close_f32(sched.current_lrs.value, [0.05, 0.01])
+    assert sched.get_lr() == opt.get_last_lr()
+    sched.apply(lambda lr: lr * 2)
+    assert_close_f32(opt.get_last_lr(), [0.1, 0.02])
+    sched.current_lrs.value = [0.3, 0.4]
+    assert_close_f32(opt.get_last_lr(), [0.3, 0.4])
+    sched.step()  # torch's chainable StepLR steps on from the lrs set: lr * gamma
+    assert_close_f32(opt.get_last_lr(), [0.15, 0.2])
+    with pytest.raises(ValueError, match='one per param group'):
+        sched.current_lrs.value = [0.1]
+    with pytest.raises(ValueError, match=r'apply_fn\(lr\) for group 0'):
+        sched.apply(lambda lr: -lr)
+    assert_close_f32(opt.get_last_lr(), [0.15, 0.2])
+
+
+def _torch_sequential(t, milestones, rules):
+    """The lr of torch's SequentialLR of closed-form rules at step t: the active rule at its own step."""
+    active = sum(m <= t for m in milestones)
+    start = ([0] + list(milestones))[active]
+    return rules[active](t - start)
+
+
+def test_sequential_lr_jumps_to_an_epoch_and_reports_the_active_scheduler():
+    sched = stateopt.SequentialLR([stateopt.ConstantLR(base_lr=1.0, factor=0.5, total_iters=10),
+                                   stateopt.ExponentialLR(base_lr=1.0, gamma=0.9)], milestones=[3])
+    rules = [lambda s: 0.5, lambda s: 0.9 ** s]
+    for epoch in [5, 2, 7, 3]:
+        sched.step(epoch=epoch)
+        assert int(sched.current_scheduler_idx) == int(epoch >= 3)
+        assert_close_f32(sched.get_lr()[0], _torch_sequential(epoch, [3], rules))
+    sched.step()  # on from the jump, one step
+    assert_close_f32(sched.get_lr()[0], 0.9 ** 1)
+    sched.step(5)  # braintools' positional epoch
+    assert_close_f32(sched.get_lr()[0], 0.9 ** 2)
+    with pytest.raises(ValueError, match='takes no metric'):
+        sched.step(0.5)
+
+
+def test_chained_scheduler_jumps_to_an_epoch():
+    sched = stateopt.ChainedScheduler([stateopt.ConstantLR(base_lr=1.0, factor=0.5, total_iters=2),
+                                       stateopt.ExponentialLR(base_lr=1.0, gamma=0.9)])
+    sched.step(epoch=4)  # torch: the product of the two rules, 1.0 * 0.9^4 after ConstantLR ends
+    assert_close_f32(sched.get_lr()[0], 0.9 ** 4)
+    plateau = stateopt.ChainedScheduler([stateopt.ReduceLROnPlateau(base_lr=0.1)])
+    with pytest.raises(ValueError, match='cannot jump'):
+        plateau.step(1.0, epoch=3)
+
+
+def test_sequential_lr_children_with_their_own_base_lr():
+    # braintools runs each child from its own base_lr: 1.0, then 0.8, then 0.5.
+    sched = stateopt.SequentialLR([stateopt.ConstantLR(base_lr=1.0, factor=1.0, total_iters=0),
+                                   stateopt.ConstantLR(base_lr=0.8, factor=1.0, total_iters=0),
+                                   stateopt.ExponentialLR(base_lr=0.5, gamma=0.5)], milestones=[3, 5])
+    lrs = [float(sched(t)) for t in range(7)]
+    assert_close_f32(np.asarray(lrs), np.array([1.0, 1.0, 1.0, 0.8, 0.8, 0.5, 0.25]))
+    opt = stateopt.SGD(lr=sched).register_trainable_weights(_states('w'))
+    opt.add_param_group(_states('b'), lr=0.1)  # group 1 keeps its ratio to group 0 in every phase
+    for _ in range(3):
+        sched.step()
+    assert_close_f32(opt.get_last_lr(), [0.8, 0.08])
+
+
+def test_plateau_mode_worse_and_one_cycle_min_lrs():
+    assert stateopt.ReduceLROnPlateau(mode='min').mode_worse == np.inf
+    assert stateopt.ReduceLROnPlateau(mode='max').mode_worse == -np.inf
+    sched = stateopt.OneCycleLR(max_lr=[1.0, 0.5], total_steps=10, div_factor=10.0, final_div_factor=100.0)
+    # torch: min_lr = initial_lr / final_div_factor = max_lr / div_factor / final_div_factor
+    assert_close_f32(sched.min_lrs, [1e-3, 5e-4])
+    assert_close_f32(float(sched(9)), 1e-3)

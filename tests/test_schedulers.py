@@ -380,7 +380,7 @@ def test_last_epoch_saturates_at_the_int32_limit(row):
     (lambda: stateopt.StepLR(last_epoch=-1), 'last_epoch'),
     (lambda: stateopt.MultiStepLR(milestones=[3, 'a']), r'milestones\[1\]'),
     (lambda: stateopt.ConstantLR(factor=0.0), 'factor'),
-    (lambda: stateopt.ConstantLR(total_iters=0), 'total_iters'),
+    (lambda: stateopt.ConstantLR(total_iters=-1), 'total_iters'),
     (lambda: stateopt.LinearLR(start_factor=1.5), 'start_factor'),
     (lambda: stateopt.LinearLR(end_factor=-0.1), 'end_factor'),
     (lambda: stateopt.PolynomialLR(power=-1.0), 'power'),

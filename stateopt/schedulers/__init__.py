@@ -27,7 +27,7 @@ The protocol with an optimizer, all public, one direction each:
   commits and calls ``scheduler.group_added(group)`` after.
 """
 
-from ._base import LRScheduler
+from ._base import CurrentLRs, LRScheduler
 from ._composite import ChainedScheduler, SequentialLR
 from ._cosine import CosineAnnealingLR, CosineAnnealingWarmRestarts, WarmupCosineSchedule
 from ._cyclic import CyclicLR, OneCycleLR
@@ -52,4 +52,4 @@ SCHEDULERS = [
     'WarmupCosineSchedule', 'PiecewiseConstantSchedule', 'SequentialLR', 'ChainedScheduler',
 ]
 
-__all__ = ['LRScheduler', *SCHEDULERS, 'plot_schedule', 'SCHEDULERS']
+__all__ = ['LRScheduler', 'CurrentLRs', *SCHEDULERS, 'plot_schedule', 'SCHEDULERS']

@@ -497,6 +497,78 @@ class LRScheduler:
         root = self._root()
         return [_to_python(lr) for lr in root._read_values()['lr']]
 
+    def get_lr(self) -> list:
+        """The lr of every group at the current step (braintools' and torch's name; as :meth:`get_last_lr`).
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> sched = stateopt.StepLR(base_lr=1.0, step_size=1, gamma=0.5)
+        >>> sched.step()
+        >>> sched.get_lr()
+        [0.5]
+        """
+        return self.get_last_lr()
+
+    @property
+    def current_lrs(self) -> CurrentLRs:
+        """The lr of every group, as a State-like view: ``current_lrs.value`` reads them, assigning sets them.
+
+        braintools keeps a copy in an OptimState; here the lrs live in one place (the
+        attached optimizer's groups, or the scheduler itself), and this view reads and
+        writes that place, so the copy can never disagree with the lr the step uses.
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> sched = stateopt.ExponentialLR(base_lr=1.0, gamma=0.5)
+        >>> sched.step()
+        >>> [float(lr) for lr in sched.current_lrs.value]
+        [0.5]
+        """
+        return CurrentLRs(self._root())
+
+    def apply(self, apply_fn: Callable[[Any], Any]) -> None:
+        """Set every group's lr to ``apply_fn(lr)`` of its current lr (braintools' ``apply``).
+
+        The next :meth:`step` goes on as after any change of the lrs: a closed-form
+        schedule computes its lr again, a recursive one (torch's chainable form:
+        StepLR, ExponentialLR, ...) steps on from the lrs set here.
+
+        Parameters
+        ----------
+        apply_fn : callable
+            ``lr -> new lr`` (traceable with ``jnp`` inside ``jit``).
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> sched = stateopt.StepLR(base_lr=1.0, step_size=10)
+        >>> sched.apply(lambda lr: lr * 0.5)
+        >>> sched.get_last_lr()
+        [0.5]
+        """
+        self._require_root('apply')
+        values = self._read_values()
+        lrs = tuple(_f32(apply_fn(lr)) for lr in values['lr'])
+        for i, lr in enumerate(lrs):
+            if not is_traced(lr):
+                check_number(f'apply_fn(lr) for group {i}', float(lr), low=0.0)
+        self._write_values({'lr': lrs, 'momentum': None})
+
+    def step_epoch(self) -> None:
+        """Advance one step (braintools' name for :meth:`step` with no arguments).
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> sched = stateopt.StepLR(base_lr=1.0, step_size=1, gamma=0.5)
+        >>> sched.step_epoch()
+        >>> sched.get_last_lr()
+        [0.5]
+        """
+        self.step()
+
     @property
     def base_lr(self) -> float:
         """Group 0's base lr."""
@@ -694,6 +766,45 @@ class LRScheduler:
 
 
 _document_parameters(LRScheduler)
+
+
+class CurrentLRs:
+    """A scheduler's per-group lrs as a State-like view (``LRScheduler.current_lrs``).
+
+    ``value`` is the list of every group's lr; assigning a list (one lr per group) sets them.
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> sched = stateopt.StepLR(base_lr=1.0, step_size=10)
+    >>> sched.current_lrs.value = [0.25]
+    >>> sched.get_last_lr()
+    [0.25]
+    """
+
+    __module__ = 'stateopt'
+
+    def __init__(self, scheduler: LRScheduler):
+        self._scheduler = scheduler
+
+    @property
+    def value(self) -> list:
+        """Every group's lr, as arrays."""
+        return list(self._scheduler._read_values()['lr'])
+
+    @value.setter
+    def value(self, lrs: Sequence) -> None:
+        current = self._scheduler._read_values()['lr']
+        if not isinstance(lrs, (list, tuple)) or len(lrs) != len(current):
+            raise ValueError(f'current_lrs.value takes a list of {len(current)} lrs (one per param group), '
+                             f'got {described(lrs)}')
+        for i, lr in enumerate(lrs):
+            if not is_traced(lr):
+                check_number(f'current_lrs.value[{i}]', float(lr), low=0.0)
+        self._scheduler._write_values({'lr': tuple(map(_f32, lrs)), 'momentum': None})
+
+    def __repr__(self) -> str:
+        return f'CurrentLRs({[_to_python(lr) for lr in self.value]!r})'
 
 
 def _checked_tree(where: str, saved: Any, template: Any) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .._hyper import is_traced
@@ -19,6 +20,7 @@ from ._base import (
     _f32,
     _int,
     _like,
+    _pick,
     _tree_where,
 )
 from ._plateau import _metric_input
@@ -26,6 +28,16 @@ from ._plateau import _metric_input
 
 class _Composite(LRScheduler):
     """A scheduler made of child schedulers that share the groups' lrs."""
+
+    #: Whether each child may have its own base lr (as a multiple of the composite's).
+    _own_bases = False
+
+    def _child_bases(self, child: LRScheduler, bases: tuple, groups: tuple) -> tuple:
+        """The base lrs ``child`` schedules from: each group's, times the child's ratio to the first's."""
+        if child._absolute or child._base_list == self._base_list:
+            return bases
+        return tuple(base * (_pick(child._base_list, g) / _pick(self._base_list, g))
+                     for base, g in zip(bases, groups))
 
     def _adopt(self, schedulers: Any) -> None:
         if not isinstance(schedulers, (list, tuple)) or not schedulers:
@@ -48,7 +60,7 @@ class _Composite(LRScheduler):
         relative = [(i, c) for i, c in enumerate(schedulers) if not c._absolute]
         for i, child in relative[1:]:
             first, other = relative[0]
-            if child._base_list != other._base_list:
+            if child._base_list != other._base_list and not self._own_bases:
                 raise ValueError(
                     f'schedulers[{i}] has base_lr={_shown(child._base_list)}, but schedulers[{first}] has '
                     f'base_lr={_shown(other._base_list)}; the schedulers of a {type(self).__name__} '
@@ -59,6 +71,11 @@ class _Composite(LRScheduler):
         self._schedulers = list(schedulers)
         self._absolute = not relative
         self._base_list = (relative[0][1] if relative else schedulers[0])._base_list
+        for i, child in relative:
+            if child._base_list != self._base_list and 0.0 in self._base_list:
+                raise ValueError(f'schedulers[{i}] has base_lr={_shown(child._base_list)}, but the first '
+                                 f'scheduler\'s base_lr={_shown(self._base_list)} has a zero, so the ratio '
+                                 f'of the two is undefined; give the first scheduler a positive base_lr')
         for child in self._schedulers:
             child._parent = self
             child._write_state(child._counters_at(0))
@@ -134,40 +151,67 @@ class _Composite(LRScheduler):
         for _ in range(start):
             self._run(None, None)
 
-    def _simulate(self, values: dict, bases: tuple, groups: tuple, count: Any) -> dict:
-        """``values`` after ``count`` metric-free steps from a fresh start."""
+    def _simulate(self, values: dict, bases: tuple, groups: tuple, count: Any) -> tuple[dict, dict]:
+        """The counters and ``values`` after ``count`` metric-free steps from a fresh start."""
         start = (self._counters_at(0), self._initial_step({**values, 'lr': bases}, bases, groups))
         if not is_traced(count) and count == 0:
-            return start[1]
+            return start
 
         def body(_, carry):
-            return _like(self._advance(*carry, bases, groups), carry)
+            return _like(self._step_once(*carry, bases, groups), carry)
 
-        return jax.lax.fori_loop(0, jnp.asarray(count, I32), body, _like(start, start))[1]
+        return jax.lax.fori_loop(0, jnp.asarray(count, I32), body, _like(start, start))
+
+    def _advance(self, state, values, bases, groups, epoch=None, metric=None):
+        if epoch is None:
+            return self._step_once(state, values, bases, groups, metric)
+        return self._simulate(values, tuple(map(_f32, bases)), groups, epoch)
+
+    def _step_once(self, state: dict, values: dict, bases: tuple, groups: tuple, metric: Any = None):
+        """One step of every child as the composite runs them."""
+        raise NotImplementedError
 
     def _joining_values(self, values, bases, groups, state):
-        return self._simulate(values, tuple(map(_f32, bases)), groups, state['last_epoch'])
+        return self._simulate(values, tuple(map(_f32, bases)), groups, state['last_epoch'])[1]
 
     def _values_on_switch(self, values, bases, groups):
         return self._initial_step({**values, 'lr': bases}, bases, groups)
 
     def _schedule_lr(self, count, base):
-        return self._simulate({'lr': (base,), 'momentum': None}, (_f32(base),), (0,), count)['lr'][0]
+        return self._simulate({'lr': (base,), 'momentum': None}, (_f32(base),), (0,), count)[1]['lr'][0]
 
     def _bind_children(self, optimizer):
         for child in self._schedulers:
             child.optimizer = optimizer
             child._bind_children(optimizer)
 
-    def step(self, metric: Any = None) -> None:  # type: ignore[override]
-        """Advance one step; ``metric`` feeds the ReduceLROnPlateau schedulers inside."""
+    def step(self, metric: Any = None, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Advance one step, or jump to ``epoch``; ``metric`` feeds the ReduceLROnPlateau schedulers inside.
+
+        A composite without a ReduceLROnPlateau takes no metric, so its one positional
+        argument is the epoch, as braintools' ``step(epoch)``. Jumping replays the
+        steps from a fresh start (exact for the recursive children too); a composite
+        holding a ReduceLROnPlateau cannot jump, since its lr depends on the metrics seen.
+        """
         self._require_root('step')
         if self._uses_metric:
-            metric = _metric_input(metric)
-        elif metric is not None:
-            raise ValueError(f'this {type(self).__name__} holds no ReduceLROnPlateau; call step() '
-                             f'without a metric')
-        self._run(None, metric)
+            if epoch is not None:
+                raise ValueError(f'this {type(self).__name__} holds a ReduceLROnPlateau, whose lr depends on '
+                                 f'every metric seen, so it cannot jump to epoch={epoch!r}; call '
+                                 f'step(metric) once per step')
+            self._run(None, _metric_input(metric))
+            return
+        if metric is not None:
+            if epoch is not None:
+                raise ValueError(f'this {type(self).__name__} holds no ReduceLROnPlateau, so it takes no '
+                                 f'metric; call step(epoch={epoch!r})')
+            if not is_traced(metric) and (isinstance(metric, bool)
+                                          or not isinstance(metric, (int, np.integer))):
+                raise ValueError(f'this {type(self).__name__} holds no ReduceLROnPlateau, so it takes no '
+                                 f'metric: its one argument is the epoch to jump to (an integer), got '
+                                 f'{metric!r}')
+            epoch = metric
+        self._run(None if epoch is None else self._epoch_input(epoch), None)
 
 
 def _shown(base_list: tuple) -> Any:
@@ -184,7 +228,10 @@ class SequentialLR(_Composite):
     may be a child, ReduceLROnPlateau included: then call ``step(metric)``. A child's
     ``state_dict`` holds its own counters. torch's form,
     ``SequentialLR(optimizer, schedulers, milestones)``, takes children built without
-    the optimizer (nor ``base_lr``: the optimizer's lrs are the base lrs).
+    the optimizer (nor ``base_lr``: the optimizer's lrs are the base lrs). A child
+    built with its own ``base_lr`` (as braintools allows) runs each group from
+    ``b_g * child.base_lr / first.base_lr``, the first relative child's base being the
+    composite's: group 0 then follows the child's own base lr.
 
     Examples
     --------
@@ -197,6 +244,7 @@ class SequentialLR(_Composite):
     """
 
     __module__ = 'stateopt'
+    _own_bases = True
 
     #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
     parameter_docs = {
@@ -216,19 +264,26 @@ class SequentialLR(_Composite):
         self._adopt(schedulers)
         self._setup_composite(_int('last_epoch', last_epoch, 0))
 
-    def _initial_step(self, values, bases, groups):
-        return self._schedulers[0]._initial_step(values, bases, groups)
+    @property
+    def current_scheduler_idx(self) -> jax.Array:
+        """The index of the scheduler active at the current step (the number of milestones passed)."""
+        return jnp.searchsorted(jnp.asarray(self.milestones, I32), self.last_epoch.value, side='right')
 
-    def _advance(self, state, values, bases, groups, epoch=None, metric=None):
+    def _initial_step(self, values, bases, groups):
+        first = self._schedulers[0]
+        return first._initial_step(values, self._child_bases(first, bases, groups), groups)
+
+    def _step_once(self, state, values, bases, groups, metric=None):
         step = optax.safe_increment(state['last_epoch'])
         active = jnp.searchsorted(jnp.asarray(self.milestones, I32), step, side='right')
         children, chosen = [], values
         for i, (child, own) in enumerate(zip(self._schedulers, state['schedulers'])):
-            new_state, new_values = child._advance(own, values, bases, groups, None, metric)
+            own_bases = self._child_bases(child, bases, groups)
+            new_state, new_values = child._advance(own, values, own_bases, groups, None, metric)
             if i > 0:
                 switching = step == self.milestones[i - 1]
                 new_state = _tree_where(switching, child._counters_at(0), new_state)
-                switched = child._values_on_switch(values, bases, groups)
+                switched = child._values_on_switch(values, own_bases, groups)
                 new_values = _tree_where(switching, switched, new_values)
             children.append(_like(_tree_where(active == i, new_state, own), own))
             chosen = _tree_where(active == i, new_values, chosen)
@@ -275,7 +330,7 @@ class ChainedScheduler(_Composite):
             values = child._initial_step(values, bases, groups)
         return values
 
-    def _advance(self, state, values, bases, groups, epoch=None, metric=None):
+    def _step_once(self, state, values, bases, groups, metric=None):
         children = []
         for child, own in zip(self._schedulers, state['schedulers']):
             own_new, values = child._advance(own, values, bases, groups, None, metric)

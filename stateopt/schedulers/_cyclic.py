@@ -107,6 +107,11 @@ class OneCycleLR(_CyclesMomentum):
         self._phases = list(zip(starts, ends))
         super().__init__([m / self.div_factor for m in self.max_lrs], last_epoch)
 
+    @property
+    def min_lrs(self) -> list[float]:
+        """Each group's final lr, ``max_lr / div_factor / final_div_factor`` (torch's ``min_lr``)."""
+        return [peak / self.div_factor / self.final_div_factor for peak in self.max_lrs]
+
     def _anneal(self, start, end, epoch, first, last):
         if self.anneal_strategy == 'cos':
             return end + (start - end) * jnp.square(jnp.sin(jnp.pi / 2 * (last - epoch) / (last - first)))
@@ -127,7 +132,7 @@ class OneCycleLR(_CyclesMomentum):
         peak = _pick(self.max_lrs, group)
         initial = peak / self.div_factor
         points = [initial, peak, initial] if self.three_phase else [initial, peak]
-        return self._along([*points, initial / self.final_div_factor], epoch)
+        return self._along([*points, _pick(self.min_lrs, group)], epoch)
 
     def _momentum(self, state, group):
         low, high = _pick(self.base_momentums, group), _pick(self.max_momentums, group)

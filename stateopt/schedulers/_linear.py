@@ -57,7 +57,9 @@ class ConstantLR(LRScheduler):
     r"""Scale the lr by ``factor`` for the first ``total_iters`` steps (torch's ConstantLR).
 
     ``lr_t = b_g * factor`` for ``t < total_iters``, then ``b_g``; stepping divides the
-    current lr by ``factor`` at ``total_iters``.
+    current lr by ``factor`` at ``total_iters``. ``total_iters=0`` never applies the
+    factor: the lr stays ``b_g`` (braintools' constant schedule, ``ConstantLR(base_lr=lr,
+    factor=1.0, total_iters=0)``).
 
     Examples
     --------
@@ -77,13 +79,15 @@ class ConstantLR(LRScheduler):
     def __init__(self, base_lr: LRs = 1e-3, factor: float = 1.0 / 3, total_iters: int = 5,
                  last_epoch: int = 0):
         self.factor = check_number('factor', factor, low=0.0, high=1.0, low_open=True)
-        self.total_iters = _int('total_iters', total_iters, 1)
+        self.total_iters = _int('total_iters', total_iters, 0)
         super().__init__(base_lr, last_epoch)
 
     def lr_at(self, base, epoch, group):
         return base * jnp.where(epoch < self.total_iters, self.factor, 1.0)
 
     def next_lr(self, lr, base, epoch, group):
+        if self.total_iters == 0:
+            return lr
         restore = jnp.where(epoch == self.total_iters, 1.0 / self.factor, 1.0)
         return lr * jnp.where(epoch == 0, self.factor, restore)
 

@@ -73,12 +73,16 @@ class ReduceLROnPlateau(LRScheduler):
         super().__init__(base_lr, last_epoch)
 
     @property
+    def mode_worse(self) -> float:
+        """The worst metric for ``mode`` (``best`` at a fresh start): ``inf`` for ``'min'``, else ``-inf``."""
+        return math.inf if self.mode == 'min' else -math.inf
+
+    @property
     def _uses_metric(self) -> bool:
         return True
 
     def _counters_at(self, epoch):
-        worst = math.inf if self.mode == 'min' else -math.inf
-        return {'last_epoch': jnp.asarray(epoch, I32), 'best': _f32(worst),
+        return {'last_epoch': jnp.asarray(epoch, I32), 'best': _f32(self.mode_worse),
                 'num_bad_epochs': jnp.asarray(0, I32), 'cooldown_counter': jnp.asarray(0, I32)}
 
     def lr_at(self, base, epoch, group):
