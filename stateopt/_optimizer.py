@@ -132,7 +132,13 @@ class OptaxOptimizer(Stepping, StateDicts):
         return deepcopy_owning_states(self, memo, caches=('_plan',))
 
     # -- construction --------------------------------------------------------------
+    @classmethod
+    def _resolve(cls, defaults: dict) -> dict:
+        """The constructor's hyper-parameters with the defaults that depend on others filled in (override)."""
+        return defaults
+
     def _setup(self, **defaults: Any) -> None:
+        defaults = self._resolve(defaults)
         lr = defaults['lr']
         self._scheduler = lr if _is_scheduler(lr) else None
         if self._scheduler is not None:

@@ -59,6 +59,7 @@ def _snake(name: str) -> str:
 def _hyperparams(optimizer: type[OptaxOptimizer], given: dict) -> dict:
     """The constructor's defaults updated with ``given``, validated."""
     hp = optimizer._validated(given, base=optimizer._validated(optimizer.hyperparameters.defaults()))
+    hp = optimizer._resolve(hp)
     if callable(hp['lr']):
         raise ValueError('the functional API takes a number as lr; evaluate the schedule first')
     # dynamic values in float32, exactly as the classes feed them to their compiled step

@@ -214,15 +214,15 @@ def lars_step(param: Any, grad: Any, state: Any, *, lr: Any = 1.0, momentum: Any
 
 # Lookahead
 def lookahead_init(params: Any, *, base_optimizer: Any, sync_period: Any = 5, alpha: Any = 0.5,
-                   lr: Any = 0.001, weight_decay: Any = 0.0, grad_clip_norm: Any = None,
+                   lr: Any = None, weight_decay: Any = 0.0, grad_clip_norm: Any = None,
                    grad_clip_value: Any = None, maximize: Any = False) -> Any: ...
 def lookahead_update(grads: Any, state: Any, params: Any, *, base_optimizer: Any,
-                     sync_period: Any = 5, alpha: Any = 0.5, lr: Any = 0.001,
+                     sync_period: Any = 5, alpha: Any = 0.5, lr: Any = None,
                      weight_decay: Any = 0.0, grad_clip_norm: Any = None,
                      grad_clip_value: Any = None, maximize: Any = False,
                      extra_args: dict | None = None) -> tuple[Any, Any]: ...
 def lookahead_step(param: Any, grad: Any, state: Any, *, base_optimizer: Any, sync_period: Any = 5,
-                   alpha: Any = 0.5, lr: Any = 0.001, weight_decay: Any = 0.0,
+                   alpha: Any = 0.5, lr: Any = None, weight_decay: Any = 0.0,
                    grad_clip_norm: Any = None, grad_clip_value: Any = None, maximize: Any = False,
                    extra_args: dict | None = None) -> tuple[Any, Any]: ...
 

@@ -470,7 +470,7 @@ INVALID = [
     (stateopt.Lars, dict(trust_coefficient=0.0), 'trust_coefficient'),
     (stateopt.Lars, dict(eps=-1e-8), 'eps'),
     # -- lookahead
-    (stateopt.Lookahead, dict(base_optimizer=optax.adam(1e-3)), 'base_optimizer'),
+    (stateopt.Lookahead, dict(base_optimizer=optax.adam(1e-3), lr=0.01), 'base_optimizer'),
     (stateopt.Lookahead, dict(base_optimizer='adam'), 'base_optimizer'),
     (stateopt.Lookahead, dict(base_optimizer=stateopt.AdamW()), 'base_optimizer'),
     (stateopt.Lookahead, dict(base_optimizer=stateopt.Adam(lr=0.1)), 'base_optimizer'),

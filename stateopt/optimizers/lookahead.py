@@ -9,12 +9,21 @@ import jax.numpy as jnp
 import optax
 
 from .._groups import to_python
-from .._hyper import LR, REQUIRED, WEIGHT_DECAY, Hyperparameters, Param, positive_int, unit_interval
+from .._hyper import (
+    LR,
+    REQUIRED,
+    WEIGHT_DECAY,
+    Hyperparameters,
+    Param,
+    is_traced,
+    positive_int,
+    unit_interval,
+)
 from .._optimizer import OptaxOptimizer, check_direction
 from ._common import copy_tree
 from ._loss import EvaluatesLoss
 
-__all__ = ['Lookahead', 'LookaheadState', 'scale_by_lookahead']
+__all__ = ['Lookahead', 'LookaheadState', 'CompleteBase', 'scale_by_lookahead']
 
 #: The settings of a stateopt base optimizer that Lookahead's own chain takes over, and their "off".
 _CHAIN_SETTINGS = {'weight_decay': 0.0, 'grad_clip_norm': None, 'grad_clip_value': None,
@@ -40,15 +49,33 @@ def _fast_direction(name: str, value: Any) -> Any:
                              f'default lr, weight_decay=0, no clipping) and give them to Lookahead')
         return value
     if not isinstance(value, optax.GradientTransformation):
-        raise ValueError(f'{name} must be an optax direction transform (e.g. optax.scale_by_adam()) '
-                         f'or a stateopt optimizer (e.g. stateopt.Adam()), got {type(value).__name__}')
+        raise ValueError(f'{name} must be an optax direction transform (e.g. optax.scale_by_adam()), '
+                         f'a complete optax optimizer (e.g. optax.adam(1e-3)) or a stateopt optimizer '
+                         f'(e.g. stateopt.Adam()), got {type(value).__name__}')
+    if isinstance(value, CompleteBase):
+        return value
     try:
         check_direction(value)
     except ValueError:
-        raise ValueError(f'{name} looks like a complete optimizer (its updates point downhill, so it '
-                         f'applies a learning rate); pass its direction instead, e.g. '
-                         f'optax.scale_by_adam(), and give lr to Lookahead') from None
+        return CompleteBase(*value)
     return value
+
+
+class CompleteBase(optax.GradientTransformationExtraArgs):
+    """A complete optax optimizer given as Lookahead's base: its updates carry their own learning rate.
+
+    Lookahead marks such a base (one whose updates point downhill, as ``optax.adam(1e-3)``'s
+    do) with this type; it is the same ``init`` and ``update``.
+
+    Examples
+    --------
+    >>> import optax
+    >>> from stateopt.optimizers.lookahead import CompleteBase
+    >>> isinstance(CompleteBase(*optax.sgd(0.1)), optax.GradientTransformation)
+    True
+    """
+
+    __slots__ = ()
 
 
 class Lookahead(OptaxOptimizer):
@@ -67,6 +94,11 @@ class Lookahead(OptaxOptimizer):
     Lookahead's own ``lr``, ``weight_decay``, clipping and ``maximize`` act on the fast
     steps; a stateopt optimizer carrying other values for them is refused.
 
+    ``base_optimizer`` may also be a complete optax optimizer (``optax.adam(1e-3)``,
+    whose updates point downhill), as in braintools: it then carries its own learning
+    rate, the fast step is ``θ ← θ + u`` with ``u`` its update, and Lookahead takes no
+    ``lr`` (nor a scheduler): the two would compound, so giving one is refused.
+
     Examples
     --------
     >>> import jax.numpy as jnp, brainstate, optax, stateopt
@@ -77,6 +109,11 @@ class Lookahead(OptaxOptimizer):
     [-1.0]
     >>> opt.update({'w': jnp.array([1.0])}); w.value.tolist()  # -2, pulled half-way back to 0
     [-1.0]
+    >>> v = brainstate.ParamState(jnp.array([0.0]))
+    >>> opt = stateopt.Lookahead(base_optimizer=optax.sgd(0.5), sync_period=2, alpha=0.5)
+    >>> opt = opt.register_trainable_weights({'v': v})
+    >>> opt.update({'v': jnp.array([1.0])}); v.value.tolist()  # optax.sgd's own lr: -0.5
+    [-0.5]
     """
 
     __module__ = 'stateopt'
@@ -88,9 +125,38 @@ class Lookahead(OptaxOptimizer):
         Param('sync_period', 5, positive_int, 'The fast steps between two synchronisations.', type='int',
               dynamic=False),
         Param('alpha', 0.5, unit_interval, 'How far the slow weights move towards the fast ones.'),
-        LR, WEIGHT_DECAY)
+        LR.but(default=None, check=lambda name, value: value if value is None else LR.check(name, value),
+               doc='The learning rate of the fast steps (a number, scheduler or schedule); ``None`` is '
+                   f'{LR.default} for a direction base, and for a complete optax base the base\'s own '
+                   'learning rate (then no lr may be given).',
+               type='float, scheduler, callable or None'),
+        WEIGHT_DECAY)
     _lr_in_algorithm = True
     slots = {'count': 'count', 'slow': 'slow', 'fast': 'fast_state'}
+
+    @classmethod
+    def _resolve(cls, defaults):
+        """Resolve ``lr=None``: the default lr, or for a complete optax base, its own (the scale 1)."""
+        defaults['base_optimizer'] = _fast_direction('base_optimizer', defaults['base_optimizer'])
+        if not isinstance(defaults['base_optimizer'], CompleteBase):
+            defaults['lr'] = LR.default if defaults['lr'] is None else defaults['lr']
+        elif defaults['lr'] is not None:
+            raise ValueError(
+                f'lr={to_python(defaults["lr"])!r}: base_optimizer is a complete optax optimizer, which '
+                f'applies its own learning rate, so a Lookahead lr (or scheduler) would compound with it; '
+                f'leave lr unset, or pass the base\'s direction (e.g. optax.scale_by_adam()) with lr=')
+        else:
+            defaults['lr'] = 1.0
+        return defaults
+
+    @classmethod
+    def _check(cls, hp):
+        lr = hp['lr']
+        if isinstance(hp.get('base_optimizer'), CompleteBase) and lr is not None and not callable(lr) \
+                and not is_traced(lr) and lr != 1.0:
+            raise ValueError(f'lr={to_python(hp["lr"])!r}: this Lookahead\'s base_optimizer is a '
+                             f'complete optax optimizer, which applies its own learning rate; a group cannot '
+                             f'set another')
 
     def _declared_slots(self, group):
         """The slots, with a stateopt base optimizer's own names under ``fast``."""
@@ -117,6 +183,8 @@ class Lookahead(OptaxOptimizer):
         fast = hp['base_optimizer']
         if isinstance(fast, OptaxOptimizer):
             fast = type(fast)._algorithm({**fast.defaults, 'lr': hp['lr']})
+        elif isinstance(fast, CompleteBase):  # its updates point downhill: the direction is their negative
+            fast = optax.chain(fast, optax.scale(-1.0))
         return scale_by_lookahead(fast, hp['lr'], hp['sync_period'], hp['alpha'])
 
 
