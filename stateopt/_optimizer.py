@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import brainstate
@@ -35,7 +35,7 @@ from ._state import (
     unflatten,
 )
 from ._state_dict import StateDicts
-from ._step import Plan, Stepping
+from ._step import Plan, Stepping, chain_update
 
 __all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS', 'check_direction']
 
@@ -401,13 +401,131 @@ class OptaxOptimizer(Stepping, StateDicts):
 
     @property
     def lr(self) -> Any:
-        """The ``lr`` the optimizer was built with: a number, a schedule or a scheduler."""
-        return self._scheduler if self._scheduler is not None else self.defaults['lr']
+        """The lr scheduler (:attr:`lr_scheduler`); a callable schedule given as ``lr`` when there is none.
+
+        As in braintools, a number ``lr`` reads as a constant scheduler; the number itself is
+        ``param_groups[i]['lr']`` (and :attr:`current_lr`, :attr:`base_lr`).
+        """
+        scheduler = self.lr_scheduler
+        return scheduler if scheduler is not None else self.defaults['lr']
 
     @property
     def lr_scheduler(self) -> Any:
-        """The attached scheduler, or ``None``."""
-        return self._scheduler
+        """The scheduler driving the lrs; for a number ``lr``, a constant one (braintools' ``ConstantLR``).
+
+        The constant scheduler (``ConstantLR(base_lr=lr, factor=1.0, total_iters=0)``,
+        made on first use) reads and sets the groups' lrs as an attached one does
+        (``get_last_lr``, ``apply``, ``current_lrs``) and never changes them when
+        stepped; it is not saved in the state dict, and attaching a real scheduler
+        replaces it. ``None`` only while a group follows its own callable schedule.
+        """
+        if self._scheduler is not None:
+            return self._scheduler
+        if any(group.lr_schedule is not None for group in self._groups):
+            return None
+        if vars(self).get('_constant') is None:
+            from .schedulers import ConstantLR
+            self._constant = ConstantLR.following(self)
+        return self._constant
+
+    @property
+    def schedulers(self) -> list:
+        """The schedulers driving this optimizer, ``[lr_scheduler]`` or ``[]`` (braintools' name)."""
+        return [] if self._scheduler is None else [self._scheduler]
+
+    def add_scheduler(self, scheduler: Any) -> None:
+        """Let ``scheduler`` drive every group's lr from now on (braintools' ``add_scheduler``).
+
+        The same as building the optimizer with ``lr=scheduler``: group 0 continues from
+        the scheduler's lr, the others from their own base lr. An optimizer has one
+        scheduler; to combine several, pass a SequentialLR or ChainedScheduler.
+
+        Parameters
+        ----------
+        scheduler : LRScheduler
+            A scheduler built without an optimizer.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> opt = stateopt.SGD(lr=0.1).register_trainable_weights(
+        ...     {'w': brainstate.ParamState(jnp.zeros(2))})
+        >>> opt.add_scheduler(stateopt.StepLR(base_lr=0.1, step_size=1, gamma=0.5))
+        >>> opt.lr_scheduler.step(); opt.get_last_lr()
+        [0.05]
+        """
+        if not _is_scheduler(scheduler):
+            raise TypeError(f'add_scheduler takes a stateopt scheduler (such as stateopt.StepLR(...)), got '
+                            f'{type(scheduler).__name__}: {scheduler!r}')
+        scheduler.attach_optimizer(self)
+
+    def lr_apply(self, apply_fn: Callable[[Any], Any]) -> None:
+        """Set every group's lr to ``apply_fn(lr)`` (braintools' ``lr_apply``: ``lr_scheduler.apply``).
+
+        Parameters
+        ----------
+        apply_fn : callable
+            ``lr -> new lr``.
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> opt = stateopt.Adam(lr=0.1)
+        >>> opt.lr_apply(lambda lr: lr * 0.5)
+        >>> opt.get_last_lr()
+        [0.05]
+        """
+        scheduler = self.lr_scheduler
+        if scheduler is None:
+            raise ValueError('lr_apply: a param group follows its own lr schedule, which a function of the '
+                             'current lr cannot change; assign param_groups[i][\'lr\'] instead')
+        scheduler.apply(apply_fn)
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        """The default group's step as an optax transformation (braintools' ``tx``; :meth:`default_tx`)."""
+        return self.default_tx()
+
+    def default_tx(self) -> optax.GradientTransformation:
+        """The default group's whole step as one optax transformation, with its current hyper-parameters.
+
+        Clipping, ``maximize``, weight decay, the algorithm and the lr, as :meth:`update`
+        applies them to a group of its own; the updates it returns are ``new - params``, for
+        ``optax.apply_updates``. A snapshot: later changes of the hyper-parameters are not
+        seen, and an attached scheduler's lr is the one of now.
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, optax, stateopt
+        >>> tx = stateopt.SGD(lr=0.5).default_tx()
+        >>> params = {'w': jnp.array([1.0])}
+        >>> updates, _ = tx.update({'w': jnp.array([1.0])}, tx.init(params), params)
+        >>> optax.apply_updates(params, updates)['w'].tolist()
+        [0.5]
+        """
+        group = self._groups[0]
+        if group.lr_schedule is not None:
+            raise ValueError('default_tx: the default group follows a callable lr schedule, which needs the '
+                             'step count; use optax.inject_hyperparams around the algorithm instead')
+        hp = {key: group[key] for key in self._hyperparams}
+        algorithm = type(self)._algorithm(hp)
+        options = type(self)._chain_options(hp)
+
+        def update(updates, state, params=None, **extra_args):
+            if params is None:
+                raise ValueError(f'{type(self).__name__}.default_tx needs params (the step reads them)')
+            new, state = chain_update(algorithm, updates, state, params, extra_args=extra_args, **options)
+            return jax.tree.map(jnp.subtract, new, params), state
+
+        return optax.GradientTransformationExtraArgs(algorithm.init, update)
+
+    @property
+    def param_groups_opt_states(self) -> list:
+        """Every param group's algorithm state, in group order (braintools' ``param_groups_opt_states``).
+
+        Read-only values: ``state_dict`` / ``load_state_dict`` change them.
+        """
+        return [self._group_state(group) for group in self._groups]
 
     @property
     def base_lr(self) -> float:

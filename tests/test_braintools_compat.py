@@ -3,6 +3,7 @@
 import brainstate
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import assert_close_f32
 
@@ -168,3 +169,74 @@ def test_plateau_mode_worse_and_one_cycle_min_lrs():
     # torch: min_lr = initial_lr / final_div_factor = max_lr / div_factor / final_div_factor
     assert_close_f32(sched.min_lrs, [1e-3, 5e-4])
     assert_close_f32(float(sched(9)), 1e-3)
+
+
+# -- the optimizer's lr and transform surface -------------------------------------------------
+
+def test_a_number_lr_reads_as_a_constant_scheduler_over_the_groups():
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(_states('w'))
+    opt.add_param_group(_states('b'), lr=0.02)
+    assert isinstance(opt.lr_scheduler, stateopt.ConstantLR) and opt.lr is opt.lr_scheduler
+    assert opt.schedulers == [] and opt.param_groups[0]['lr'] == pytest.approx(0.1)
+    for _ in range(3):
+        opt.lr_scheduler.step()   # a constant schedule never changes the lrs
+    assert_close_f32(opt.get_last_lr(), [0.1, 0.02])
+    opt.lr_apply(lambda lr: lr * 0.5)
+    assert_close_f32(opt.get_last_lr(), [0.05, 0.01])
+    assert opt.state_dict()['lr_scheduler'] is None  # the format of an optimizer with a number lr
+    # Attaching a real scheduler replaces the constant one.
+    sched = stateopt.ExponentialLR(base_lr=0.1, gamma=0.5)
+    opt.add_scheduler(sched)
+    assert opt.lr_scheduler is sched and opt.schedulers == [sched]
+    sched.step()  # torch's ExponentialLR: each group's lr times gamma
+    assert_close_f32(opt.get_last_lr(), [0.05, 0.01])
+    with pytest.raises(ValueError, match='already driven'):
+        opt.add_scheduler(stateopt.StepLR(base_lr=0.1))
+    with pytest.raises(TypeError, match='add_scheduler takes a stateopt scheduler'):
+        opt.add_scheduler(0.1)
+
+
+def test_lr_apply_on_a_scheduler_optimizer():
+    opt = stateopt.Adam(stateopt.StepLR(0.1))  # braintools' positional lr
+    opt.lr_apply(lambda lr: lr * 0.5)
+    assert_close_f32(opt.current_lr, 0.05)
+
+
+#: optimizer, hyper-parameters -> the same step written as an optax composition.
+DEFAULT_TX = {
+    'adam coupled decay': (stateopt.Adam, dict(lr=0.1, weight_decay=0.1), lambda: optax.chain(
+        optax.add_decayed_weights(0.1), optax.scale_by_adam(), optax.scale(-0.1))),
+    'base OptaxOptimizer': (stateopt.OptaxOptimizer, dict(lr=0.1, weight_decay=0.1), lambda: optax.chain(
+        optax.add_decayed_weights(0.1), optax.scale_by_adam(), optax.scale(-0.1))),
+    'sgd clipped': (stateopt.SGD, dict(lr=0.2, grad_clip_norm=0.5), lambda: optax.chain(
+        optax.clip_by_global_norm(0.5), optax.sgd(0.2))),
+    'adamw': (stateopt.AdamW, dict(lr=0.1, weight_decay=0.1), lambda: optax.adamw(
+        0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize('case', list(DEFAULT_TX))
+def test_default_tx_is_the_step_as_an_optax_transformation(case):
+    cls, hp, reference = DEFAULT_TX[case]
+    ours, ref = cls(**hp).default_tx(), reference()
+    params = {'w': jnp.array([1.0, -2.0, 3.0])}
+    p_ours, p_ref = params, params
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    for t in range(4):
+        g = {'w': jnp.array([0.5, 1.5, -2.5]) * (t + 1)}
+        u, s_ours = ours.update(g, s_ours, p_ours)
+        p_ours = optax.apply_updates(p_ours, u)
+        u, s_ref = ref.update(g, s_ref, p_ref)
+        p_ref = optax.apply_updates(p_ref, u)
+        assert_close_f32(p_ours['w'], p_ref['w'], steps=t + 1, scale=3.0, err_msg=f'{case} step {t}')
+
+
+def test_param_groups_opt_states_lists_each_groups_state():
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(_states('w', size=3))
+    opt.add_param_group(_states('b', size=2), lr=0.01)
+    opt.update({'w': jnp.ones(3), 'b': jnp.ones(2)})
+    states = opt.param_groups_opt_states
+    assert len(states) == 2
+    # Adam's first moment after one step of a gradient of ones: (1 - beta1) * 1
+    assert_close_f32(states[0].exp_avg['w'], np.full(3, 0.1))
+    assert_close_f32(states[1].exp_avg['b'], np.full(2, 0.1))

@@ -513,8 +513,12 @@ def test_learning_rate_accessors():
     states = make_params()
     opt = stateopt.Adam(lr=0.01).register_trainable_weights({'w': states['w']})
     opt.add_param_group({'b': states['b']}, lr=0.1)
-    assert opt.base_lr == 0.01 and opt.lr == 0.01 and opt.lr_scheduler is None
-    assert opt.get_last_lr() == [0.01, 0.1]
+    assert opt.base_lr == 0.01 and opt.param_groups[0]['lr'] == pytest.approx(0.01) and opt.schedulers == []
+    # braintools: a number lr reads as a constant scheduler over the groups' lrs
+    assert isinstance(opt.lr, stateopt.ConstantLR) and opt.lr is opt.lr_scheduler
+    opt.lr_scheduler.step()
+    assert opt.get_last_lr() == [0.01, 0.1] and opt.lr_scheduler.get_last_lr() == [0.01, 0.1]
+    assert 'lr_scheduler' not in opt.state_dict() or opt.state_dict()['lr_scheduler'] is None
     opt.current_lr = 0.02
     assert opt.current_lr == pytest.approx(0.02)
     assert opt.get_last_lr() == [0.02, 0.1]

@@ -61,7 +61,7 @@ def test_a_cycled_momentum_the_optimizer_cannot_follow_is_refused_before_anythin
     before = opt.state_dict()
     with pytest.raises(ValueError, match=r'OneCycleLR cycles the momentum.*keeps no momentum buffer'):
         stateopt.OneCycleLR(opt, max_lr=0.1, total_steps=10)
-    assert opt.lr_scheduler is None
+    assert opt.schedulers == []
     np.testing.assert_equal(opt.state_dict()['param_groups'], before['param_groups'])
 
 

@@ -747,7 +747,7 @@ def test_torch_form_errors_say_how_to_write_it(case):
     before = opt.get_last_lr()
     with pytest.raises(error, match=match):
         make(opt)
-    assert opt.lr_scheduler is attached and opt.get_last_lr() == before
+    assert opt.schedulers == ([] if attached is None else [attached]) and opt.get_last_lr() == before
 
 
 def test_a_refused_torch_form_composite_leaves_its_schedulers_free():
@@ -792,7 +792,7 @@ def test_a_scheduler_refuses_an_optimizer_whose_lr_is_a_schedule(attach):
     opt = stateopt.SGD(lr=_tenth).register_trainable_weights({'w': brainstate.ParamState(jnp.zeros(1))})
     with pytest.raises(ValueError, match=r'param group 0 has its own lr schedule \(lr=<function _tenth'):
         attach(opt)
-    assert opt.lr_scheduler is None and opt.get_last_lr() == [0.1]
+    assert opt.schedulers == [] and opt.get_last_lr() == [0.1]
 
 
 # -- per-group lists -----------------------------------------------------------------------------------
@@ -833,7 +833,7 @@ def test_a_per_group_list_must_have_one_value_per_group(case, values, groups):
     with pytest.raises(ValueError, match=rf'{name} has {values} values \(one per param group\), but the '
                                          rf'optimizer has {groups} param group'):
         scheduler.attach_optimizer(opt)
-    assert opt.lr_scheduler is None and scheduler.optimizer is None and opt.get_last_lr() == before
+    assert opt.schedulers == [] and scheduler.optimizer is None and opt.get_last_lr() == before
 
 
 @pytest.mark.parametrize('case', list(PER_GROUP_LISTS))

@@ -41,8 +41,8 @@ def _fast_direction(name: str, value: Any) -> Any:
         unused = [f'{key}={to_python(value.defaults[key])!r}' for key, off in _CHAIN_SETTINGS.items()
                   if value.defaults.get(key, off) != off]
         default_lr = type(value).hyperparameters['lr'].default
-        if value.lr_scheduler is not None or value.defaults['lr'] != default_lr:
-            unused.append(f'lr={value.lr!r}')
+        if value.schedulers or value.defaults['lr'] != default_lr:
+            unused.append(f'lr={(value.schedulers or [to_python(value.defaults["lr"])])[0]!r}')
         if unused:
             raise ValueError(f'{name}: Lookahead takes only the update direction of {kind}, so its '
                              f'{", ".join(unused)} would not be used; build it without them (its '

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 
 from .._hyper import check_number
 from ._base import (
     LRs,
     LRScheduler,
+    _check_optimizer,
     _f32,
     _int,
 )
@@ -81,6 +84,40 @@ class ConstantLR(LRScheduler):
         self.factor = check_number('factor', factor, low=0.0, high=1.0, low_open=True)
         self.total_iters = _int('total_iters', total_iters, 0)
         super().__init__(base_lr, last_epoch)
+
+    @classmethod
+    def following(cls, optimizer: Any) -> ConstantLR:
+        """A constant schedule over ``optimizer``'s groups, as braintools makes for a number ``lr``.
+
+        It reads and sets every group's lr as an attached scheduler does (``get_last_lr``,
+        ``apply``, ``current_lrs``), and stepping never changes them; it does not drive
+        the optimizer (a scheduler attached later replaces it, and the optimizer's state
+        dict leaves it out). ``optimizer.lr_scheduler`` returns one for a number ``lr``.
+
+        Parameters
+        ----------
+        optimizer : OptaxOptimizer
+            The optimizer whose groups' lrs it follows.
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> opt = stateopt.SGD(lr=0.1)
+        >>> sched = stateopt.ConstantLR.following(opt)
+        >>> sched.step(); sched.get_last_lr()
+        [0.1]
+        """
+        _check_optimizer(optimizer, 'ConstantLR.following')
+        groups = optimizer.param_groups
+        constant = cls(base_lr=groups[0].initial_lr, factor=1.0, total_iters=0)
+        constant.optimizer, constant._lrs = optimizer, None
+        constant._bases.value = tuple(_f32(group.initial_lr) for group in groups)
+        return constant
+
+    def _read_values(self) -> dict:
+        if self.optimizer is not None and len(self._bases.value) != len(self.optimizer.param_groups):
+            self._bases.value = tuple(_f32(group.initial_lr) for group in self.optimizer.param_groups)
+        return super()._read_values()
 
     def lr_at(self, base, epoch, group):
         return base * jnp.where(epoch < self.total_iters, self.factor, 1.0)
