@@ -162,12 +162,15 @@ def radam_step(param: Any, grad: Any, state: Any, *, lr: Any = 0.001, betas: Any
 
 # Rprop
 def rprop_init(params: Any, *, lr: Any = 0.01, etas: Any = (0.5, 1.2),
-               step_sizes: Any = (1e-06, 50.0), maximize: Any = False) -> Any: ...
+               step_sizes: Any = (1e-06, 50.0), grad_clip_norm: Any = None,
+               grad_clip_value: Any = None, maximize: Any = False) -> Any: ...
 def rprop_update(grads: Any, state: Any, params: Any, *, lr: Any = 0.01, etas: Any = (0.5, 1.2),
-                 step_sizes: Any = (1e-06, 50.0), maximize: Any = False,
+                 step_sizes: Any = (1e-06, 50.0), grad_clip_norm: Any = None,
+                 grad_clip_value: Any = None, maximize: Any = False,
                  extra_args: dict | None = None) -> tuple[Any, Any]: ...
 def rprop_step(param: Any, grad: Any, state: Any, *, lr: Any = 0.01, etas: Any = (0.5, 1.2),
-               step_sizes: Any = (1e-06, 50.0), maximize: Any = False,
+               step_sizes: Any = (1e-06, 50.0), grad_clip_norm: Any = None,
+               grad_clip_value: Any = None, maximize: Any = False,
                extra_args: dict | None = None) -> tuple[Any, Any]: ...
 
 # Adafactor

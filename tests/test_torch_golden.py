@@ -105,10 +105,17 @@ def test_rprop_follows_an_optax_schedule_and_a_zero_lr_changes_nothing():
     assert_same(snapshot(opt, {})[1], before[1])  # a zero-lr step also keeps the state
 
 
-def test_rprop_refuses_clipping_and_weight_decay_which_cannot_change_a_sign_rule():
-    with pytest.raises(ValueError, match='grad_clip_norm=1.0.*signs'):
-        stateopt.Rprop(grad_clip_norm=1.0)   # kept in the signature for braintools, refused when set
-    assert stateopt.Rprop(grad_clip_norm=None, grad_clip_value=None).defaults['lr'] == 1e-2
+def test_rprop_accepts_clipping_which_keeps_every_sign_and_refuses_weight_decay():
+    # braintools' signature: clipping is applied, and Rprop's rule sees only the signs, so the
+    # trajectory is torch's unclipped one.
+    w = brainstate.ParamState(jnp.zeros(3))
+    opt = stateopt.Rprop(lr=0.01, grad_clip_norm=1e-3, grad_clip_value=1e-4)
+    opt.register_trainable_weights({'w': w})
+    p, state = np.zeros(3), {}
+    for t, g in enumerate(RPROP_GRADS):
+        opt.update({'w': jnp.asarray(g, jnp.float32)})
+        p, state = reference.rprop(p, np.asarray(g), state, lr=0.01)
+        assert_close_f32(w.value, p, steps=t + 1, err_msg=f'step {t}')
     opt = stateopt.Rprop().register_trainable_weights({'w': brainstate.ParamState(jnp.zeros(2))})
     with pytest.raises(TypeError, match='weight_decay'):
         opt.add_param_group({'v': brainstate.ParamState(jnp.zeros(2))}, weight_decay=0.1)

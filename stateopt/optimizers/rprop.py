@@ -37,15 +37,6 @@ def _step_sizes(name: str, value: Any) -> tuple:
     return low, high
 
 
-def _no_clipping(name: str, value: Any) -> None:
-    """``None``: clipping changes no sign."""
-    if value is not None:
-        raise ValueError(f'{name}={value!r}: Rprop uses only the signs of the gradients, which '
-                         f'clipping never changes; leave {name} as None')
-
-
-_UNUSED_CLIP = dict(check=_no_clipping, stored=False, type='None',
-                    doc='Kept for braintools\' signature; must stay ``None`` (clipping changes no sign).')
 
 
 class Rprop(OptaxOptimizer):
@@ -60,9 +51,9 @@ class Rprop(OptaxOptimizer):
     With a constant lr this is torch.optim.Rprop. A new lr (assigned, or from a
     schedule or scheduler) rescales the step sizes by ``lr_t / lr_{t-1}``, so ``η``
     is kept in units of lr; a step with ``lr == 0`` changes nothing. Rprop uses only
-    the signs of the gradients, so it has no weight decay (as torch), and its
-    ``grad_clip_norm`` / ``grad_clip_value`` (kept for braintools' signature) must stay
-    None: clipping changes no sign.
+    the signs of the gradients, so it has no weight decay (as torch); ``grad_clip_norm``
+    and ``grad_clip_value`` (braintools' signature) are applied, and change nothing but a
+    gradient clipped to zero: clipping keeps every sign.
 
     Examples
     --------
@@ -82,7 +73,7 @@ class Rprop(OptaxOptimizer):
               'the gradient changes sign and grow it where it keeps its sign.', type='tuple of float'),
         Param('step_sizes', (1e-6, 50.0), _step_sizes, 'The least and the greatest step size '
               '``(step_size_min, step_size_max)``.', type='tuple of float'),
-        clips=[GRAD_CLIP_NORM.but(**_UNUSED_CLIP), GRAD_CLIP_VALUE.but(**_UNUSED_CLIP)])
+        clips=[GRAD_CLIP_NORM, GRAD_CLIP_VALUE])
     _lr_in_algorithm = True
     slots = {'prev': 'prev_grad', 'step_factor': 'step_factor'}
     never_negative = ('step_factor',)
