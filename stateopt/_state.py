@@ -149,10 +149,8 @@ def flatten_states(tree: Any) -> list[tuple[KeyPath, brainstate.State]]:
             'expected a dict (or FlattedDict) of brainstate States, got a single State; '
             "wrap it with a key, e.g. {'w': state}"
         )
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_state)[0]
     pairs = []
-    for path, leaf in leaves:
-        key = tuple(path_key(entry) for entry in path)
+    for key, leaf in leaves_with_keys(tree):
         if not is_state(leaf):
             raise TypeError(
                 f'the entry at key {shown_key(key)} is a {type(leaf).__name__}, not a '
@@ -160,6 +158,21 @@ def flatten_states(tree: Any) -> list[tuple[KeyPath, brainstate.State]]:
             )
         pairs.append((key, leaf))
     return pairs
+
+
+def leaves_with_keys(tree: Any) -> list[tuple[KeyPath, Any]]:
+    """``(key path, leaf)`` of ``tree``, States being leaves, in JAX's order.
+
+    A dict whose keys JAX cannot sort (strings beside tuples, as braintools' documented
+    ``model.states()`` plus ``{'special': state}`` gives) is walked in its own order.
+    """
+    try:
+        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_state)[0]
+    except (TypeError, ValueError):  # jax raises ValueError("Comparator raised exception ...")
+        if not isinstance(tree, Mapping):
+            raise
+        return [((key, *path), leaf) for key, sub in tree.items() for path, leaf in leaves_with_keys(sub)]
+    return [(tuple(path_key(entry) for entry in path), leaf) for path, leaf in leaves]
 
 
 class UniqueStateManager:
@@ -209,7 +222,6 @@ class UniqueStateManager:
         self._by_path: dict[KeyPath, int] = {}
         self._by_name: dict[str, int] = {}
         self._prefixes: set[KeyPath] = set()  # proper prefixes of registered paths
-        self._key_types: dict[KeyPath, type] = {}  # prefix -> type of the keys below it
         self._aliases: dict[KeyPath, int] = {}      # further keys of registered States
         if states is not None:
             self.merge_with(states)
@@ -242,14 +254,6 @@ class UniqueStateManager:
                     f'the key {shown_key(path)} and another registered key are nested in each '
                     f'other, so one State would hide the other; register them under sibling keys'
                 )
-            for cut in range(len(path)):
-                level_type = self._key_types.get(path[:cut], type(path[cut]))
-                if level_type is not type(path[cut]):
-                    raise ReadableKeyError(
-                        f'the key {shown_key(path)} puts a key of type {type(path[cut]).__name__} beside '
-                        f'keys of type {level_type.__name__}, which JAX cannot order in one dict; use keys '
-                        f'of one type per level (for example tuple keys, as model.states() gives)'
-                    )
             other = self._by_name.get(name)
             other_path = self._paths[other] if other is not None else names.get(name)
             if other_path is not None:
@@ -301,8 +305,6 @@ class UniqueStateManager:
         self._by_path[path] = position
         self._by_name[param_name(path)] = position
         self._prefixes.update(path[:cut] for cut in range(1, len(path)))
-        for cut in range(len(path)):
-            self._key_types.setdefault(path[:cut], type(path[cut]))
 
     def _truncate(self, count: int) -> None:
         """Forget every State registered after the first ``count`` (undo a failed registration)."""

@@ -34,7 +34,7 @@ from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
 from ._hyper import inside_jax_transform, is_traced
-from ._state import ReadableKeyError, shown_key
+from ._state import ReadableKeyError, leaves_with_keys, shown_key
 
 __all__ = ['Stepping', 'chain_update']
 
@@ -157,6 +157,7 @@ class _StepSpec:
     groups: tuple           # (positions, static hyper-parameter items, lr schedule) per group
     any_clip_norm: bool
     opt_treedef: Any        # structure of the optimizer state, passed as a list of leaves
+    mixed_keys: bool = False  # keys of different types at one level: grads are selected before the step
 
 
 @dataclass(eq=False)
@@ -270,6 +271,7 @@ class Stepping:
                          for g in self._groups),
             any_clip_norm=any('grad_clip_norm' in _RAW(g._hyper) for g in self._groups),
             opt_treedef=jax.tree.structure(_RAW(self.opt_state)),
+            mixed_keys=_mixed_keys(registry.paths + tuple(path for path, _ in registry.aliases.items())),
         )
         try:
             compiled = _shared_step(spec)
@@ -292,7 +294,7 @@ class Stepping:
     def _pure_step(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, extra):
         """The whole update as a pure function of arrays (traced once per structure)."""
         _check_params(spec, params)
-        grad_values = _select_grads(spec, grads)
+        grad_values = list(grads) if spec.mixed_keys else _select_grads(spec, grads)
         norm = global_norm(grad_values) if spec.any_clip_norm else None
         new_params = list(params)
         new_states = []
@@ -331,6 +333,8 @@ class Stepping:
         """Inside a brainstate transform: trace the update inline through State reads/writes."""
         params = tuple(state.value for state in plan.states)
         hypers = tuple(group._hyper.value for group in self._groups)
+        if plan.spec.mixed_keys:
+            grads = _select_grads(plan.spec, grads)
         new_params, new_states, count = self._pure_step(
             plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, extra)
         for state, value in zip(plan.states, new_params):
@@ -348,6 +352,8 @@ class Stepping:
         hypers = tuple(_RAW(group._hyper) for group in self._groups)
         arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
         static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
+        if plan.spec.mixed_keys:  # JAX cannot sort such a dict: pass the gradients in registration order
+            grads = _select_grads(plan.spec, grads)
         try:
             new_params, new_leaves, count = plan.compiled(
                 tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), arrays, static)
@@ -429,6 +435,16 @@ def _select_grads(spec: _StepSpec, grads: Any) -> list:
     return selected
 
 
+def _mixed_keys(paths: tuple) -> bool:
+    """Whether keys of different types sit at one level of ``paths`` (JAX cannot order such a dict)."""
+    types: dict = {}
+    for path in paths:
+        for cut in range(len(path)):
+            if types.setdefault(path[:cut], type(path[cut])) is not type(path[cut]):
+                return True
+    return False
+
+
 @dataclass(frozen=True)
 class _Alias:
     """A further key of the registered State at ``position``."""
@@ -442,10 +458,9 @@ def _check_grads_root(grads: Any) -> None:
         raise TypeError('grads is a (grads, loss) pair, as brainstate.transform.grad(..., '
                         'return_value=True) returns; unpack it first: grads, loss = grad_fn(...); '
                         'opt.update(grads)')
-    is_state = lambda leaf: isinstance(leaf, brainstate.State)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(grads, is_leaf=is_state)[0]:
-        if is_state(leaf):
-            raise TypeError(f'grads{jax.tree_util.keystr(path)} is {_kind(leaf)}')
+    for path, leaf in leaves_with_keys(grads):
+        if isinstance(leaf, brainstate.State):
+            raise TypeError(f'grads{_where(path)} is {_kind(leaf)}')
 
 
 def _kind(node: Any) -> str:

@@ -450,7 +450,7 @@ INVALID = [
     (stateopt.Rprop, dict(step_sizes=(1.0, 0.1)), 'step_sizes'),
     (stateopt.Rprop, dict(step_sizes=(-1e-6, 50.0)), 'step_sizes'),
     (stateopt.Rprop, dict(grad_clip_norm=-1.0), 'grad_clip_norm'),
-    (stateopt.Rprop, dict(grad_clip_value=0.5), 'grad_clip_value'),
+    (stateopt.Rprop, dict(grad_clip_value=0.0), 'grad_clip_value'),
     (stateopt.Rprop, dict(step_sizes=(0.0, 0.0)), 'step_sizes'),
     (stateopt.Rprop, dict(lr=-0.01), 'lr'),
     # -- adafactor

@@ -1,10 +1,12 @@
 """braintools.optim's usage patterns, run against stateopt (cases written from its documentation)."""
 
 import brainstate
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference
 from conftest import assert_close_f32
 
 import stateopt
@@ -240,3 +242,56 @@ def test_param_groups_opt_states_lists_each_groups_state():
     # Adam's first moment after one step of a gradient of ones: (1 - beta1) * 1
     assert_close_f32(states[0].exp_avg['w'], np.full(3, 0.1))
     assert_close_f32(states[1].exp_avg['b'], np.full(2, 0.1))
+
+
+# -- string keys beside tuple keys (the OptaxOptimizer docstring's group example) ---------------
+
+class _Net(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = brainstate.nn.Linear(3, 2)
+
+
+@pytest.mark.parametrize('mode', ['eager', 'jit'])
+def test_a_string_key_group_beside_tuple_keys_registers_and_trains(mode):
+    model, special = _Net(), brainstate.ParamState(jnp.array([1.0, -1.0]))
+    opt = stateopt.Adam(lr=1e-2)
+    opt.register_trainable_weights(model.linear.states(brainstate.ParamState))  # tuple keys
+    opt.add_param_group({'special': special}, lr=1e-3)                        # a string key
+    assert [group.names for group in opt.param_groups] == [['weight'], ['special']]
+    linear = model.linear.states(brainstate.ParamState)
+    w0 = jax.tree.map(np.asarray, linear[('weight',)].value)
+    s0 = np.asarray(special.value)
+    grads_w = {'weight': jnp.full((3, 2), 0.5), 'bias': jnp.full((2,), -2.0)}
+    grads_s = jnp.array([3.0, -0.25])
+
+    def step():
+        grads = {key: grads_w for key in linear}
+        grads['special'] = grads_s   # keyed as the user wrote them, str beside tuple
+        opt.update(grads)
+
+    (brainstate.transform.jit(step) if mode == 'jit' else step)()
+    (brainstate.transform.jit(step) if mode == 'jit' else step)()
+    # two steps of torch's Adam (the numpy reference), each group with its own lr
+    want_w = {}
+    for name in ('weight', 'bias'):
+        p, state = w0[name].astype(np.float64), {}
+        for _ in range(2):
+            p, state = reference.adam(p, np.asarray(grads_w[name], np.float64), state, lr=1e-2)
+        want_w[name] = p
+    p, state = s0.astype(np.float64), {}
+    for _ in range(2):
+        p, state = reference.adam(p, np.asarray(grads_s, np.float64), state, lr=1e-3)
+    for name in ('weight', 'bias'):
+        assert_close_f32(linear[('weight',)].value[name], want_w[name], steps=2)
+    assert_close_f32(special.value, p, steps=2)
+    # the state dict keys them by name; a fresh optimizer loads it
+    saved = opt.state_dict()
+    assert set(saved['state']) == {'weight', 'special'}
+    other = stateopt.Adam(lr=1e-2)
+    other.register_trainable_weights(model.linear.states(brainstate.ParamState))
+    other.add_param_group({'special': special}, lr=1e-3)
+    other.load_state_dict(saved)
+    assert int(other.step_count.value) == 2
+    with pytest.raises(KeyError, match='no gradient for'):
+        opt.update({key: grads_w for key in linear})

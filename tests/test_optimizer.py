@@ -313,8 +313,9 @@ def test_colliding_keys_raise_and_register_nothing():
     with pytest.raises(KeyError, match="'weight'"):
         opt.register_trainable_weights(b.l1.states(brainstate.ParamState))
     assert len(opt.param_groups[0]['params']) == 1
-    with pytest.raises(KeyError, match='one type per level'):   # str beside tuple keys
-        opt.register_trainable_weights({'b': b.l1.states(brainstate.ParamState)})
+    with pytest.raises(KeyError, match="both name the parameter 'weight'"):   # str beside tuple keys
+        opt.register_trainable_weights({'weight': b.l1.states(brainstate.ParamState)[('weight',)]})
+    assert len(opt.param_groups[0]['params']) == 1
     # under distinct keys both train
     opt.register_trainable_weights({('b',) + k: v for k, v in b.l1.states(brainstate.ParamState).items()})
     assert len(stateopt.UniqueStateManager(opt.param_groups[0]['params']).states) == 2
