@@ -4,6 +4,7 @@ from . import functional, optimizers, schedulers
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
 from ._state import OptimState, UniqueStateManager, param_name
+from ._state_dict import StateDict
 from ._version import __version__
 from .checkpoint import (
     CheckpointError,
@@ -80,7 +81,7 @@ OPTIMIZERS = list(optimizers.__all__)
 __all__ = [
     '__version__',
     'OptimState', 'UniqueStateManager', 'param_name',
-    'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'OPTIMIZERS', 'donating_jit', 'functional',
+    'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
     'CheckpointError', 'CheckpointMismatchError',

@@ -17,7 +17,79 @@ from ._hyper import is_traced
 from ._slots import LAYOUT_VERSION
 from ._state import ReadableKeyError
 
-__all__ = ['StateDicts', 'StateDictKeyError']
+__all__ = ['StateDict', 'StateDicts', 'StateDictKeyError']
+
+
+class StateDict(dict):
+    """An optimizer's state dict: stateopt's layout, which also answers braintools' keys.
+
+    Its entries are those :meth:`StateDicts.state_dict` lists. Reading ``'lr'``,
+    ``'base_lr'``, ``'opt_state'`` or ``'param_groups_opt_states'`` (braintools'
+    layout) answers from them without storing anything twice: group 0's lr and base
+    lr, ``{'state': ..., 'group_state': ...}``, and per group (``'0'``, ``'1'``, ...)
+    the same restricted to its parameters. Those keys are not entries: iterating,
+    saving and ``jax.tree`` see the layout only (``jax.tree.map`` returns a
+    ``StateDict`` again).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, brainstate, stateopt
+    >>> opt = stateopt.Adam(lr=0.1).register_trainable_weights(
+    ...     {'w': brainstate.ParamState(jnp.ones(2))})
+    >>> sd = opt.state_dict()
+    >>> 'opt_state' in sd, 'opt_state' in list(sd), round(float(sd['lr']), 6), sd['base_lr']
+    (True, False, 0.1, 0.1)
+    """
+
+    __module__ = 'stateopt'
+    #: braintools' keys, answered from the layout.
+    BRAINTOOLS_KEYS = ('lr', 'base_lr', 'opt_state', 'param_groups_opt_states')
+
+    def __init__(self, entries: Mapping = (), base_lr: Any = None):
+        super().__init__(entries)
+        self.base_lr = base_lr
+
+    def __missing__(self, key: Any) -> Any:
+        if key not in self.BRAINTOOLS_KEYS or 'param_groups' not in self:
+            raise StateDictKeyError(key)
+        groups = dict.__getitem__(self, 'param_groups')
+        if key == 'lr':
+            return groups[0]['lr']
+        if key == 'base_lr':
+            return groups[0]['lr'] if self.base_lr is None else self.base_lr
+        state, group_state = dict.get(self, 'state', {}), dict.get(self, 'group_state', [])
+        if key == 'opt_state':
+            return {'state': state, 'group_state': group_state}
+        return {str(i): {'state': {name: state[name] for name in group['params'] if name in state},
+                         'group_state': group_state[i] if i < len(group_state) else {}}
+                for i, group in enumerate(groups)}
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or (key in self.BRAINTOOLS_KEYS
+                                                and dict.__contains__(self, 'param_groups'))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __reduce__(self):
+        return StateDict, (dict(self), self.base_lr)
+
+
+def _flatten_state_dict(sd: StateDict):
+    keys = sorted(dict.keys(sd))
+    children = [(jax.tree_util.DictKey(key), dict.__getitem__(sd, key)) for key in keys]
+    return children, (tuple(keys), sd.base_lr)
+
+
+def _unflatten_state_dict(aux, children) -> StateDict:
+    keys, base_lr = aux
+    return StateDict(zip(keys, children), base_lr=base_lr)
+
+
+jax.tree_util.register_pytree_with_keys(
+    StateDict, _flatten_state_dict, _unflatten_state_dict,
+    flatten_func=lambda sd: ([dict.__getitem__(sd, k) for k in sorted(dict.keys(sd))],
+                             (tuple(sorted(dict.keys(sd))), sd.base_lr)))
 
 
 class StateDicts:
@@ -60,7 +132,7 @@ class StateDicts:
                 else:
                     per_param.setdefault(slot.owner, {})[slot.key] = leaf
             group_state.append(slots)
-        return {
+        return StateDict({
             'version': LAYOUT_VERSION,
             'optimizer_class': type(self).__name__,
             'step_count': self.step_count.value,
@@ -68,7 +140,7 @@ class StateDicts:
             'state': per_param,
             'group_state': group_state,
             'lr_scheduler': None if self._scheduler is None else self._scheduler.state_dict(),
-        }
+        }, base_lr=to_python(self._groups[0].initial_lr))
 
     def load_state_dict(self, state_dict: Mapping, strict: bool = True) -> None:
         """Restore :meth:`state_dict` output, after checking all of it.

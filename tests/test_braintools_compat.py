@@ -295,3 +295,33 @@ def test_a_string_key_group_beside_tuple_keys_registers_and_trains(mode):
     assert int(other.step_count.value) == 2
     with pytest.raises(KeyError, match='no gradient for'):
         opt.update({key: grads_w for key in linear})
+
+
+# -- state dicts answer braintools' keys ------------------------------------------------------
+
+def test_state_dict_answers_braintools_keys_without_storing_them_twice(tmp_path):
+    opt = stateopt.AdamW(lr=0.1).register_trainable_weights(_states('w', size=3))
+    opt.add_param_group(_states('b', size=2), lr=0.01)
+    opt.update({'w': jnp.ones(3), 'b': jnp.ones(2)})
+    sd = opt.state_dict()
+    for key in ('lr', 'base_lr', 'opt_state', 'param_groups_opt_states'):
+        assert key in sd and key not in list(sd) and key not in sd.keys()
+    assert_close_f32(sd['lr'], 0.1)
+    assert sd['base_lr'] == pytest.approx(0.1)
+    assert sd['opt_state']['state']['w'] is sd['state']['w']
+    per_group = sd['param_groups_opt_states']
+    assert list(per_group) == ['0', '1'] and list(per_group['1']['state']) == ['b']
+    assert sd.get('opt_state') is not None and sd.get('missing', 7) == 7
+    with pytest.raises(KeyError):
+        sd['missing']
+    # jax.tree sees the layout only, and gives a StateDict back, which still answers
+    copied = jax.tree.map(np.asarray, sd)
+    assert isinstance(copied, stateopt.StateDict) and 'opt_state' in copied
+    assert sorted(copied) == sorted(sd) and len(jax.tree.leaves(copied)) == len(jax.tree.leaves(dict(sd)))
+    fresh = stateopt.AdamW(lr=0.1).register_trainable_weights(_states('w', size=3))
+    fresh.add_param_group(_states('b', size=2), lr=0.01)
+    fresh.load_state_dict(copied)
+    assert int(fresh.step_count.value) == 1
+    stateopt.save_checkpoint(tmp_path / 'ck', opt)
+    restored = stateopt.load_checkpoint(tmp_path / 'ck', fresh)
+    assert restored is not None and int(fresh.step_count.value) == 1
