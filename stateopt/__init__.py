@@ -1,6 +1,7 @@
 """stateopt: a state-managed optimizer layer for brainstate, built on jax and optax."""
 
-from . import functional, optimizers, schedulers
+from . import functional, optimizers, schedulers, search
+from ._base import Optimizer
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
 from ._state import OptimState, UniqueStateManager, param_name
@@ -74,6 +75,7 @@ from .schedulers import (
     WarmupScheduler,
     plot_schedule,
 )
+from .search import ScipyOptimizer
 
 #: Every optimizer class of the catalogue, in documentation order.
 OPTIMIZERS = list(optimizers.__all__)
@@ -81,6 +83,7 @@ OPTIMIZERS = list(optimizers.__all__)
 __all__ = [
     '__version__',
     'OptimState', 'UniqueStateManager', 'param_name',
+    'Optimizer', 'ScipyOptimizer',
     'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',

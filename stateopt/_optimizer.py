@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._base import Optimizer
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, ParamGroups, lr_shown, to_python
 from ._hyper import (
@@ -44,7 +45,7 @@ BASE_HYPERPARAMS: dict[str, Param] = {param.name: param for param in (LR, WEIGHT
                                                                       GRAD_CLIP_VALUE)}
 
 
-class OptaxOptimizer(Stepping, StateDicts):
+class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     """A stateful optimizer over brainstate States, with param groups.
 
     The shared chain (see :func:`stateopt._step.chain_update`) runs around the
