@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+import brainstate
 import jax.numpy as jnp
 import numpy as np
 
+from ._base import NodeMeta
 from ._hyper import is_traced
-from ._state import OptimState, ReadableKeyError, unflatten
+from ._state import OptimState, ReadableKeyError, deepcopy_owning_states, unflatten
 
 if TYPE_CHECKING:
     from ._optimizer import OptaxOptimizer
@@ -36,7 +38,7 @@ def to_python(value: Any) -> Any:
     return value.item()
 
 
-class ParamGroup(MutableMapping):
+class ParamGroup(brainstate.graph.Node, MutableMapping, metaclass=NodeMeta):
     """One param group: its States and its hyper-parameters, as a dict.
 
     ``group['params']`` is a dict of the group's States under their registered keys.
@@ -209,6 +211,10 @@ class ParamGroup(MutableMapping):
         number is the lr from then on); assigning a schedule brings one back.
         """
         return self._lr_schedule
+
+    def __deepcopy__(self, memo: dict) -> ParamGroup:
+        """A copy owning copies of its States (within an optimizer's deep copy, the optimizer's)."""
+        return deepcopy_owning_states(self, memo)
 
     def __repr__(self) -> str:
         shown = ', '.join(f'{key}={lr_shown(self) if key == "lr" else repr(value)}'

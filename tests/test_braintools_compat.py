@@ -325,3 +325,62 @@ def test_state_dict_answers_braintools_keys_without_storing_them_twice(tmp_path)
     stateopt.save_checkpoint(tmp_path / 'ck', opt)
     restored = stateopt.load_checkpoint(tmp_path / 'ck', fresh)
     assert restored is not None and int(fresh.step_count.value) == 1
+
+
+# -- optimizers and schedulers are brainstate graph nodes ---------------------------------------
+
+def _trained_pair():
+    w = brainstate.ParamState(jnp.array([1.0, -2.0, 3.0]))
+    b = brainstate.ParamState(jnp.array([0.5, 0.5]))
+    sched = stateopt.StepLR(base_lr=0.1, step_size=1, gamma=0.5)
+    opt = stateopt.Adam(lr=sched).register_trainable_weights({'w': w})
+    opt.add_param_group({'b': b}, lr=0.01)
+    return opt, sched, w, b
+
+
+def _step(opt, sched):
+    opt.update({'w': jnp.array([1.0, 2.0, -1.0]), 'b': jnp.array([0.3, -0.3])})
+    sched.step()
+
+
+def test_graph_states_find_every_optimizer_state_and_round_trip():
+    opt, sched, w, b = _trained_pair()
+    _step(opt, sched)
+    found = brainstate.graph.states(opt)
+    owned = {id(opt.step_count), id(opt.opt_state), id(sched.last_epoch)} | \
+        {id(group._hyper) for group in opt.param_groups}
+    assert owned <= {id(state) for state in found.values()}
+    assert all(isinstance(state, stateopt.OptimState) for state in found.values())  # not the params
+    saved = brainstate.graph.treefy_states(opt)
+    want = jax.tree.map(np.asarray, opt.state_dict())
+    for _ in range(2):
+        _step(opt, sched)
+    brainstate.graph.update_states(opt, saved)
+    got = jax.tree.map(np.asarray, opt.state_dict())
+    jax.tree.map(np.testing.assert_array_equal, got, want)   # the same arrays put back, no arithmetic
+    assert opt.get_last_lr() == pytest.approx([0.05, 0.005])
+
+
+def test_a_module_holding_an_optimizer_finds_its_states():
+    class Trainer(brainstate.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = brainstate.nn.Linear(3, 2)
+            self.opt = stateopt.SGD(lr=0.1, momentum=0.9)
+            self.opt.register_trainable_weights(self.linear.states(brainstate.ParamState))
+
+    trainer = Trainer()
+    paths = set(trainer.states().keys())
+    assert ('opt', 'step_count') in paths and ('opt', 'opt_state') in paths
+    assert ('linear', 'weight') in paths
+    assert len(trainer.states(brainstate.ParamState)) == 1   # the optimizer adds no parameter
+
+
+def test_a_deep_copy_of_a_graph_node_optimizer_owns_its_states():
+    import copy
+    opt, sched, w, b = _trained_pair()
+    twin = copy.deepcopy(opt)
+    assert {id(s) for s in brainstate.graph.states(twin).values()}.isdisjoint(
+        id(s) for s in brainstate.graph.states(opt).values())
+    _step(opt, sched)
+    assert int(twin.step_count.value) == 0 and twin.get_last_lr() == pytest.approx([0.1, 0.01])

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._base import NodeMeta
 from .._groups import to_python as _to_python
 from .._hyper import check_number, inside_jax_transform, is_traced
 from .._optimizer import OptaxOptimizer
-from .._state import OptimState, is_state
+from .._state import OptimState, deepcopy_owning_states, is_state
 from .._state_dict import StateDictKeyError, checked_array, described
 
 LRs = float | Sequence[float]
@@ -188,7 +189,7 @@ def _document_parameters(cls: type) -> None:
 
 # -- the base -------------------------------------------------------------------------------------
 
-class LRScheduler:
+class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
     r"""Base of the schedulers, and the constant schedule ``lr_t = base_lr``.
 
     Each param group ``g`` has a base lr ``b_g`` (torch's ``initial_lr``): ``base_lr``
@@ -759,6 +760,10 @@ class LRScheduler:
             return jax.lax.scan(body, (self._counters_at(0), values), None, length=steps)[1]
 
         return np.stack([np.asarray(lr) for lr in jax.jit(run)(bases)], axis=1)
+
+    def __deepcopy__(self, memo: dict) -> LRScheduler:
+        """A copy owning copies of its counter States (and, attached, of its optimizer)."""
+        return deepcopy_owning_states(self, memo, caches=('_compiled',))
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(base_lr={_to_python(self.base_lr)!r}, '
