@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _hyper
+from ._braintools import from_braintools, is_braintools_state_dict
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, as_dynamic, to_python
 from ._hyper import is_traced
@@ -189,6 +190,8 @@ class StateDicts:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f'load_state_dict expects a dict (what state_dict() returns), got '
                             f'{described(state_dict)}')
+        if is_braintools_state_dict(state_dict):   # written by braintools.optim: read as this optimizer's
+            state_dict = from_braintools(self, state_dict)
         required = ('step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler')
         missing = [key for key in required if key not in state_dict]
         if missing:

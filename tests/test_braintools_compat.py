@@ -1,5 +1,7 @@
 """braintools.optim's usage patterns, run against stateopt (cases written from its documentation)."""
 
+import pathlib
+
 import brainstate
 import jax
 import jax.numpy as jnp
@@ -384,3 +386,61 @@ def test_a_deep_copy_of_a_graph_node_optimizer_owns_its_states():
         id(s) for s in brainstate.graph.states(opt).values())
     _step(opt, sched)
     assert int(twin.step_count.value) == 0 and twin.get_last_lr() == pytest.approx([0.1, 0.01])
+
+
+# -- braintools 0.3.0 checkpoints resume -------------------------------------------------------
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+#: written by fixtures/make_braintools_checkpoint.py with braintools 0.3.0: three steps of a
+#: two-group AdamW with a StepLR, then braintools' fourth step
+BT = np.load(FIXTURES / 'braintools_adamw.npz')
+
+
+def _bt_adamw(cls=stateopt.AdamW, group_decay=0.0):
+    w, b = brainstate.ParamState(jnp.asarray(BT['W0'])), brainstate.ParamState(jnp.asarray(BT['B0']))
+    opt = cls(lr=stateopt.StepLR(base_lr=0.1, step_size=2, gamma=0.5), weight_decay=0.01)
+    opt.register_trainable_weights({'w': w})
+    opt.add_param_group({'b': b}, lr=0.05, weight_decay=group_decay)
+    return opt, w, b
+
+
+def test_a_braintools_checkpoint_resumes_with_braintools_next_step():
+    opt, w, b = _bt_adamw()
+    stateopt.load_checkpoint(FIXTURES / 'braintools_adamw_ok.msgpack',
+                             {'model': {'w': w, 'b': b}, 'optimizer': opt})
+    np.testing.assert_array_equal(w.value, BT['w3'])   # the saved values, copied
+    assert int(opt.step_count.value) == 3
+    # group 0 follows the scheduler; braintools' scheduler never reached group 1, added after it
+    assert_close_f32(opt.get_last_lr(), [float(BT['lrs'][0]), 0.05])
+    opt.update({'w': jnp.asarray(BT['gw'][3]), 'b': jnp.asarray(BT['gb'][3])})
+    # braintools' step 4 (optax's chain) and ours (torch's AdamW) are different float32 code
+    assert_close_f32(w.value, BT['w4'], scale=2.0)
+    assert_close_f32(b.value, BT['b4'], scale=0.5)
+
+
+def test_a_braintools_optimizer_state_dict_loads_by_load_state_dict_and_load_checkpoint():
+    from stateopt._braintools import read_braintools_checkpoint
+    saved = read_braintools_checkpoint(str(FIXTURES / 'braintools_adamw_opt_only.msgpack'))
+    for load in (lambda opt: opt.load_state_dict(saved),
+                 lambda opt: stateopt.load_checkpoint(FIXTURES / 'braintools_adamw_opt_only.msgpack', opt)):
+        opt, w, b = _bt_adamw()
+        load(opt)
+        assert int(opt.step_count.value) == 3
+        assert_close_f32(opt.state_dict()['group_state'][1]['count'], 3)
+
+
+def test_braintools_groups_that_ran_another_rule_are_refused_and_nothing_changes():
+    path = FIXTURES / 'braintools_adamw_adam_group.msgpack'
+    opt, w, b = _bt_adamw(group_decay=0.01)
+    before = jax.tree.map(np.asarray, opt.state_dict())
+    with pytest.raises(stateopt.CheckpointMismatchError, match='param group 1: braintools ran every added '
+                                                               'group as Adam'):
+        stateopt.load_checkpoint(path, {'model': {'w': w, 'b': b}, 'optimizer': opt})
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, opt.state_dict()), before)
+    np.testing.assert_array_equal(w.value, BT['W0'])
+    adam, w, b = _bt_adamw(stateopt.Adam, group_decay=0.01)
+    with pytest.raises(stateopt.CheckpointMismatchError, match=r'param group 0: braintools ran it as AdamW'):
+        stateopt.load_checkpoint(path, {'model': {'w': w, 'b': b}, 'optimizer': adam})
+    with pytest.raises(ValueError, match='loads into stateopt.Adam and stateopt.AdamW'):
+        stateopt.SGD(lr=0.1).register_trainable_weights({'w': w}).load_state_dict(
+            {'step_count': 1, 'param_groups': {'0': {'lr': 0.1}}, 'opt_state': {}})

@@ -12,7 +12,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from .._braintools import read_braintools_checkpoint
 from ._format import (
+    CheckpointError,
     CheckpointMismatchError,
     _describe,
     _entries_of,
@@ -220,6 +222,23 @@ def _refused(name: str, path: tuple, exc: Exception) -> CheckpointMismatchError:
     return CheckpointMismatchError(f'{name} does not fit the target at {_shown_entry(path)}: {reason}')
 
 
+def _read_any(name: str) -> Any:
+    """A stateopt checkpoint's contents, or the tree of a braintools msgpack checkpoint.
+
+    braintools' files (``braintools.file.msgpack_save``) have no checksum to verify; their
+    optimizer state dicts are read by each optimizer's ``load_state_dict``.
+    """
+    try:
+        return _read(name)
+    except CheckpointError as error:
+        if 'is not a stateopt checkpoint' not in str(error):
+            raise
+        try:
+            return read_braintools_checkpoint(name)
+        except ValueError:
+            raise error from None
+
+
 def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True) -> LoadResult:
     """Restore ``target`` from the checkpoint file ``path``, all or nothing.
 
@@ -276,7 +295,7 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
     ['epoch']
     """
     name = os.fspath(path)
-    saved = _read(name)
+    saved = _read_any(name)
     plan = _RestorePlan()
     try:
         tree = _restore(target, saved, (), plan, relaxed=True)
