@@ -375,6 +375,36 @@ class UniqueStateManager:
         return self.to_pytree()
 
     @property
+    def seen_ids(self) -> set[int]:
+        """The ``id`` of every registered State (braintools' ``seen_ids``; a new set).
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> w = brainstate.ParamState(jnp.ones(2))
+        >>> id(w) in stateopt.UniqueStateManager({'w': w}).seen_ids
+        True
+        """
+        return set(self._index)
+
+    @property
+    def pytree_structure(self) -> Any:
+        """The JAX tree structure of :meth:`to_pytree`, or ``None`` while nothing is registered.
+
+        Examples
+        --------
+        >>> import stateopt
+        >>> stateopt.UniqueStateManager().pytree_structure is None
+        True
+        """
+        if not self._states:
+            return None
+        try:
+            return jax.tree.structure(self.to_pytree(), is_leaf=is_state)
+        except (TypeError, ValueError):   # keys JAX cannot order (str beside tuple): no JAX structure
+            return None
+
+    @property
     def num_unique_states(self) -> int:
         """How many States are registered."""
         return len(self._states)
@@ -392,6 +422,19 @@ class UniqueStateManager:
     def get_flattened(self) -> list[tuple[KeyPath, brainstate.State]]:
         """``[(path, State), ...]`` in registration order."""
         return list(zip(self._paths, self._states))
+
+    @property
+    def flattened_states(self) -> list[tuple[KeyPath, brainstate.State]]:
+        """braintools' name for :meth:`get_flattened` (a new list).
+
+        Examples
+        --------
+        >>> import jax.numpy as jnp, brainstate, stateopt
+        >>> w = brainstate.ParamState(jnp.ones(2))
+        >>> len(stateopt.UniqueStateManager({'a': w, 'b': w}).flattened_states)
+        1
+        """
+        return self.get_flattened()
 
     def to_dict(self) -> dict[str, brainstate.State]:
         """``{param_name(path): State}`` in registration order."""

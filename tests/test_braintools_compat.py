@@ -90,10 +90,11 @@ def test_adafactor_reads_a_negative_decay_rate_as_the_same_exponent():
         for step in range(3):
             opt.update({'w': jnp.full((3, 2), 0.5 + step, jnp.float32)})
         runs.append((opt.decay_rate, np.asarray(states['w'].value)))
-    assert runs[1][0] == runs[0][0] == pytest.approx(0.8)
+    # read back as given (braintools' attribute), run as the same exponent
+    assert runs[0][0] == pytest.approx(0.8) and runs[1][0] == pytest.approx(-0.8)
     np.testing.assert_array_equal(runs[1][1], runs[0][1])      # the same compiled step on the same values
     opt.param_groups[0]['decay_rate'] = -0.5
-    assert float(opt.param_groups[0]['decay_rate']) == 0.5
+    assert float(opt.param_groups[0]['decay_rate']) == -0.5
 
 
 # -- schedulers -------------------------------------------------------------------------------
@@ -444,3 +445,19 @@ def test_braintools_groups_that_ran_another_rule_are_refused_and_nothing_changes
     with pytest.raises(ValueError, match='loads into stateopt.Adam and stateopt.AdamW'):
         stateopt.SGD(lr=0.1).register_trainable_weights({'w': w}).load_state_dict(
             {'step_count': 1, 'param_groups': {'0': {'lr': 0.1}}, 'opt_state': {}})
+
+
+def test_unique_state_manager_answers_braintools_attributes():
+    shared = brainstate.ParamState(jnp.ones(2))
+    other = brainstate.ParamState(jnp.zeros(3))
+    manager = stateopt.UniqueStateManager()
+    assert manager.seen_ids == set() and manager.pytree_structure is None and manager.flattened_states == []
+    manager.merge_with({'a': shared, 'b': shared, 'c': other})
+    assert manager.seen_ids == {id(shared), id(other)}
+    assert [state for _, state in manager.flattened_states] == [shared, other]
+    assert manager.pytree_structure.num_leaves == 2
+
+
+def test_cyclic_lr_checks_scale_mode_even_when_mode_sets_it():
+    with pytest.raises(ValueError, match='scale_mode'):
+        stateopt.CyclicLR(scale_mode='nope')

@@ -49,7 +49,8 @@ def _decay_exponent(name: str, value: Any) -> Any:
     """
     if is_traced(value):
         return value
-    return non_negative(name, abs(check_number(name, value)))
+    non_negative(name, abs(check_number(name, value)))
+    return float(value)   # kept as given (braintools reads it back); the rule takes its magnitude
 
 
 def _optional_beta(name: str, value: Any) -> float | None:
@@ -180,7 +181,7 @@ def scale_by_torch_adafactor(
     def update_fn(updates, state, params):
         count = optax.safe_increment(state.count)
         step_number = count.astype(jnp.float32)
-        complement = jnp.exp(-f32(decay_rate) * jnp.log(step_number))
+        complement = jnp.exp(-jnp.abs(f32(decay_rate)) * jnp.log(step_number))
         relative_step = jnp.minimum(f32(lr), jax.lax.rsqrt(step_number))
 
         def step_of(g, p, variance):

@@ -185,6 +185,7 @@ class CyclicLR(_CyclesMomentum):
         self.step_size_up = _int('step_size_up', step_size_up, 1)
         self.step_size_down = self.step_size_up if step_size_down is None else \
             _int('step_size_down', step_size_down, 1)
+        _choice('scale_mode', scale_mode, ('cycle', 'iterations'))   # checked even where mode sets it
         if scale_fn is None:
             self.mode = _choice('mode', mode, ('triangular', 'triangular2', 'exp_range'))
             scale_mode = 'iterations' if mode == 'exp_range' else 'cycle'
