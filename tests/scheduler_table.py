@@ -87,6 +87,11 @@ def _warmup_cosine(warmup, total, start, eta_min):
     return lrs
 
 
+def _linear_from_zero(bases, t):
+    """braintools' warm-up from a zero lr: b_g * min(t, 4) / 4."""
+    return bases[None, :] * (np.minimum(t, 4) / 4)[:, None]
+
+
 def _piecewise(boundaries, values):
     def lrs(bases, t):
         phase = np.searchsorted(boundaries, t, side='right')
@@ -165,6 +170,8 @@ ROWS = [
         metrics=_plateau_metrics()),
     Row('constant-base', S('LRScheduler'), closed_form=_constant),
     Row('constant-no-iters', S('ConstantLR', dict(factor=0.5, total_iters=0)), closed_form=_constant),
+    Row('linear-from-zero', S('LinearLR', dict(start_factor=0.0, total_iters=4)),
+        closed_form=_linear_from_zero),
     Row('exp-decay', S('ExponentialDecayLR', dict(decay_steps=10, decay_rate=0.5, transition_begin=5,
                                                    end_value=0.01)),
         closed_form=_exp_decay(10, 0.5, begin=5, end_value=0.01)),

@@ -461,3 +461,23 @@ def test_unique_state_manager_answers_braintools_attributes():
 def test_cyclic_lr_checks_scale_mode_even_when_mode_sets_it():
     with pytest.raises(ValueError, match='scale_mode'):
         stateopt.CyclicLR(scale_mode='nope')
+
+
+def test_chained_scheduler_children_with_their_own_base_lr():
+    # braintools' documented warm-up: ConstantLR at its default base (1e-3) times 0.1, chained with a
+    # MultiStepLR of base 0.1; braintools multiplies each child's factor to its own base:
+    # 1e-3 * 0.1 * (MultiStepLR's lr / 0.1), then 1e-3 * 1.0 * 0.1^k after the warm-up.
+    warmup = stateopt.ConstantLR(factor=0.1, total_iters=5)
+    decay = stateopt.MultiStepLR(base_lr=0.1, milestones=[7, 9], gamma=0.1)
+    sched = stateopt.ChainedScheduler([warmup, decay])
+    want = [1e-3 * (0.1 if t < 5 else 1.0) * 0.1 ** sum(t >= m for m in (7, 9)) for t in range(11)]
+    assert_close_f32(np.asarray([float(sched(t)) for t in range(11)]), np.asarray(want), steps=3)
+
+
+def test_linear_lr_may_start_from_zero():
+    sched = stateopt.LinearLR(base_lr=0.1, start_factor=0.0, total_iters=4)
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        sched.step()
+    assert_close_f32(np.asarray(lrs), 0.1 * np.minimum(np.arange(6), 4) / 4)

@@ -422,7 +422,9 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
         return self.lr_at(base, count, 0)
 
     def _group_base(self, group: int, initial_lr: float) -> float:
-        return _pick(self._base_list, group) if self._absolute else initial_lr
+        if self._absolute or group < len(self._base_list) > 1:   # a list gives the listed groups' bases
+            return _pick(self._base_list, group)
+        return initial_lr
 
     def _epoch_input(self, epoch: Any) -> Any:
         if is_traced(epoch):
@@ -588,8 +590,10 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
         """Drive every param group of ``optimizer`` (done by ``OptimizerClass(lr=scheduler)``).
 
         Each group's lr becomes the schedule's value at the current step for that
-        group's base lr; group 0 continues from this scheduler's own lr. Afterwards
-        the groups' lr States are the only copy of the lrs.
+        group's base lr; group 0 continues from this scheduler's own lr. A ``base_lr``
+        list (braintools' form) gives the base lr of the groups it lists, in order;
+        the others take their ``lr``. Afterwards the groups' lr States are the only copy
+        of the lrs.
 
         A per-group list (``max_lr=[...]``, ``min_lr=[...]``, ...) must have one value
         per group. While the optimizer has no parameters yet (``OptimizerClass(lr=
@@ -602,9 +606,8 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
             ``optimizer`` is not a stateopt optimizer.
         ValueError
             The scheduler is attached elsewhere, the optimizer has another scheduler or a
-            group with its own lr schedule, ``base_lr`` is a list (give each group its
-            ``lr`` instead), a per-group list does not match the groups, or a group
-            cannot vary the momentum this scheduler cycles. Nothing changes.
+            group with its own lr schedule, a per-group list does not match the groups, or a
+            group cannot vary the momentum this scheduler cycles. Nothing changes.
         """
         _check_optimizer(optimizer, f'{type(self).__name__}.attach_optimizer')
         self._require_root('attach')
@@ -612,11 +615,6 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
             return
         if self.optimizer is not None:
             raise ValueError(f'this {type(self).__name__} is already attached to another optimizer')
-        if not self._absolute and len(self._base_list) > 1:
-            raise ValueError(
-                f'base_lr={list(self._base_list)} gives one lr per group, but an attached scheduler '
-                f'takes each group\'s base lr from the group: pass base_lr={self._base_list[0]} and '
-                f'add_param_group(states, lr=...) for the others')
         groups = optimizer.param_groups
         for group in groups:
             if group.lr_schedule is not None:

@@ -300,6 +300,10 @@ class ChainedScheduler(_Composite):
     may be chained, ReduceLROnPlateau included: then call ``step(metric)``. Given
     ``optimizer`` (torch's signature), it attaches to it, every group's base lr being
     its lr there; the children are then built without the optimizer (nor ``base_lr``).
+    Children built with their own ``base_lr`` (as braintools allows) start from the
+    first's: a closed-form child sets ``b_g * child.base_lr / first.base_lr``, a
+    recursive one multiplies, so ``[ConstantLR(factor=0.1), MultiStepLR(base_lr=0.1)]``
+    starts at ``0.1`` times the first's base lr, as in braintools.
 
     Examples
     --------
@@ -312,6 +316,7 @@ class ChainedScheduler(_Composite):
     """
 
     __module__ = 'stateopt'
+    _own_bases = True
 
     #: The docs of the parameters only this scheduler has (the others: SHARED_PARAMETER_DOCS).
     parameter_docs = {
@@ -327,12 +332,13 @@ class ChainedScheduler(_Composite):
 
     def _initial_step(self, values, bases, groups):
         for child in self._schedulers:
-            values = child._initial_step(values, bases, groups)
+            values = child._initial_step(values, self._child_bases(child, bases, groups), groups)
         return values
 
     def _step_once(self, state, values, bases, groups, metric=None):
         children = []
         for child, own in zip(self._schedulers, state['schedulers']):
-            own_new, values = child._advance(own, values, bases, groups, None, metric)
+            own_bases = self._child_bases(child, bases, groups)
+            own_new, values = child._advance(own, values, own_bases, groups, None, metric)
             children.append(_like(own_new, own))
         return {'last_epoch': optax.safe_increment(state['last_epoch']), 'schedulers': children}, values

@@ -40,7 +40,7 @@ class LinearLR(LRScheduler):
 
     def __init__(self, base_lr: LRs = 1e-3, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
                  total_iters: int = 5, last_epoch: int = 0):
-        self.start_factor = check_number('start_factor', start_factor, low=0.0, high=1.0, low_open=True)
+        self.start_factor = check_number('start_factor', start_factor, low=0.0, high=1.0)
         self.end_factor = check_number('end_factor', end_factor, low=0.0, high=1.0)
         self.total_iters = _int('total_iters', total_iters, 1)
         super().__init__(base_lr, last_epoch)
@@ -52,8 +52,10 @@ class LinearLR(LRScheduler):
     def next_lr(self, lr, base, epoch, group):
         change = self.end_factor - self.start_factor
         ratio = 1.0 + change / (self.total_iters * self.start_factor + (epoch - 1) * change)
-        return jnp.where(epoch == 0, lr * self.start_factor,
-                         jnp.where(epoch > self.total_iters, lr, lr * ratio))
+        stepped = jnp.where(epoch > self.total_iters, lr, lr * ratio)
+        if self.start_factor == 0.0:  # from a zero lr no ratio exists: the first step takes the closed form
+            stepped = jnp.where(epoch == 1, self.lr_at(base, epoch, group), stepped)
+        return jnp.where(epoch == 0, lr * self.start_factor, stepped)
 
 
 class ConstantLR(LRScheduler):
