@@ -481,3 +481,18 @@ def test_linear_lr_may_start_from_zero():
         lrs.append(sched.get_last_lr()[0])
         sched.step()
     assert_close_f32(np.asarray(lrs), 0.1 * np.minimum(np.arange(6), 4) / 4)
+
+
+def test_lbfgs_closure_steps_with_string_keys_beside_tuple_keys():
+    def run(first_key):
+        w = brainstate.ParamState(jnp.array([1.0, -2.0]))
+        s = brainstate.ParamState(jnp.array([0.5, 3.0]))
+        opt = stateopt.LBFGS(lr=0.5)
+        opt.register_trainable_weights({first_key: w})
+        opt.add_param_group({'s': s})
+        for _ in range(3):
+            opt.step(closure=lambda: jnp.sum((w.value - 1.0) ** 2) + jnp.sum(s.value ** 2))
+        return np.append(np.asarray(w.value), np.asarray(s.value))
+
+    # the same run keyed ('a',) beside 's', and 'a' beside 's' (keys JAX can order)
+    assert_close_f32(run(('a',)), run('a'), steps=3, scale=3.0)

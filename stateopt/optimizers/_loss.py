@@ -82,8 +82,11 @@ class EvaluatesLoss(OptaxOptimizer):
             result = closure()
             closure_grads, loss = result if _is_pair(result) else (None, result)
             if grads is None:
-                grads = closure_grads if closure_grads is not None else brainstate.transform.grad(
-                    lambda: _loss_of(closure()), grad_states=self._registry.to_pytree())()
+                if closure_grads is None:   # by position, then keyed as registered (any key types)
+                    by_position = brainstate.transform.grad(
+                        lambda: _loss_of(closure()), grad_states=list(self._registry.states))()
+                    closure_grads = unflatten(self._registry.paths, list(by_position))
+                grads = closure_grads
         objective = Objective(self._registry, closure=closure if value_fn is None else None,
                               value_fn=value_fn)
         super().step(grads, **{**extra_args, **self._objective_args(objective, loss, extra_args)})
