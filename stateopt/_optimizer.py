@@ -78,6 +78,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     """
 
     __module__ = 'stateopt'
+    #: Left out of brainstate's graph: the constant scheduler ``lr_scheduler`` makes on first use,
+    #: so reading ``opt.lr_scheduler`` never changes what ``brainstate.graph.states(opt)`` finds.
+    graph_invisible_attrs = ('_constant',)
 
     #: The constructor's hyper-parameters, in signature order (see stateopt._hyper).
     hyperparameters = Hyperparameters(

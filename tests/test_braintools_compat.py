@@ -377,6 +377,8 @@ def test_a_module_holding_an_optimizer_finds_its_states():
     assert ('opt', 'step_count') in paths and ('opt', 'opt_state') in paths
     assert ('linear', 'weight') in paths
     assert len(trainer.states(brainstate.ParamState)) == 1   # the optimizer adds no parameter
+    assert isinstance(trainer.opt.lr_scheduler, stateopt.ConstantLR)  # made on first read ...
+    assert set(trainer.states().keys()) == paths                      # ... and not in the graph
 
 
 def test_a_deep_copy_of_a_graph_node_optimizer_owns_its_states():
