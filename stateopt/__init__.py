@@ -75,7 +75,7 @@ from .schedulers import (
     WarmupScheduler,
     plot_schedule,
 )
-from .search import ScipyOptimizer
+from .search import NevergradOptimizer, ScipyOptimizer
 
 #: Every optimizer class of the catalogue, in documentation order.
 OPTIMIZERS = list(optimizers.__all__)
@@ -83,7 +83,7 @@ OPTIMIZERS = list(optimizers.__all__)
 __all__ = [
     '__version__',
     'OptimState', 'UniqueStateManager', 'param_name',
-    'Optimizer', 'ScipyOptimizer',
+    'Optimizer', 'ScipyOptimizer', 'NevergradOptimizer',
     'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',

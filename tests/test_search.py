@@ -111,3 +111,71 @@ def test_brainunit_bounds_are_converted_to_the_first_unit():
     assert float(opt.minimize().x[0]) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(Exception, match='unit|dimension'):
         stateopt.ScipyOptimizer(lambda x: x, bounds=[(1.0 * u.mV, 1.0 * u.nA)])
+
+
+# -- NevergradOptimizer: problems with a known optimum ---------------------------------------
+
+@pytest.mark.parametrize('form', ['list', 'dict'])
+def test_nevergrad_box_search_finds_the_known_optimum_with_batched_candidates(form):
+    pytest.importorskip('nevergrad')
+    shapes = []
+
+    def loss(x, y):
+        shapes.append((np.shape(x), np.shape(y)))
+        return jnp.sum((x - jnp.array([0.5, -1.0])) ** 2, axis=-1) + (y - 2.0) ** 2
+
+    box = [(-jnp.full(2, 3.0), jnp.full(2, 3.0)), (0.0, 3.0)]
+    if form == 'list':
+        opt = stateopt.NevergradOptimizer(loss, box, n_sample=12, method='DE', seed=0)
+    else:
+        opt = stateopt.NevergradOptimizer(lambda **p: loss(p['x'], p['y']), dict(zip('xy', box)), n_sample=12,
+                                          method='DE', seed=0)
+    best = opt.minimize(n_iter=40, verbose=False)
+    x, y = best if form == 'list' else (best['x'], best['y'])
+    assert shapes[0] == ((12, 2), (12,))                  # one batched call per round
+    np.testing.assert_allclose(np.append(np.asarray(x), y), [0.5, -1.0, 2.0], atol=0.15)
+    assert len(opt.candidates) == 40 * 12 and opt.errors.shape == (480,)
+    assert float(opt.errors.min()) == pytest.approx(float(loss(x[None], jnp.asarray(y)[None])[0]), rel=1e-5)
+
+
+def test_nevergrad_over_states_leaves_the_best_candidate_in_them():
+    pytest.importorskip('nevergrad')
+    w = brainstate.ParamState(jnp.zeros(2))
+    opt = stateopt.NevergradOptimizer(lambda: jnp.sum((w.value - jnp.array([0.3, -0.6])) ** 2),
+                                      {'w': (-np.ones(2), np.ones(2))}, n_sample=16, seed=0)
+    best = opt.register_trainable_weights({'w': w}).minimize(n_iter=30, verbose=False)
+    np.testing.assert_allclose(w.value, [0.3, -0.6], atol=0.05)
+    np.testing.assert_array_equal(best['w'], w.value)
+    assert w.value.dtype == jnp.float32
+
+    def failing():
+        raise RuntimeError('model blew up')
+
+    w.value = jnp.array([0.1, 0.2])
+    bad = stateopt.NevergradOptimizer(failing, {'w': (-np.ones(2), np.ones(2))}, n_sample=4)
+    with pytest.raises(RuntimeError, match='blew up'):
+        bad.register_trainable_weights({'w': w}).minimize(verbose=False)
+    np.testing.assert_array_equal(w.value, np.float32([0.1, 0.2]))   # the values it had, untouched
+
+
+def test_nevergrad_refuses_bad_input_with_the_reason():
+    pytest.importorskip('nevergrad')
+    loss = lambda x: x ** 2   # noqa: E731
+    with pytest.raises(ValueError, match='n_sample'):
+        stateopt.NevergradOptimizer(loss, [(0.0, 1.0)], n_sample=0)
+    with pytest.raises(ValueError, match='not a nevergrad optimizer'):
+        stateopt.NevergradOptimizer(loss, [(0.0, 1.0)], n_sample=2, method='adam')
+    with pytest.raises(ValueError, match='one shape'):
+        stateopt.NevergradOptimizer(loss, [(jnp.zeros(2), jnp.ones(1))], n_sample=2)
+    with pytest.raises(ValueError, match='callable'):
+        stateopt.NevergradOptimizer(3.0, [(0.0, 1.0)], n_sample=2)
+    opt = stateopt.NevergradOptimizer(loss, [(0.0, 1.0)], n_sample=2)
+    with pytest.raises(ValueError, match='n_iter'):
+        opt.minimize(n_iter=0)
+    wrong = stateopt.NevergradOptimizer(lambda x: jnp.sum(x), [(0.0, 1.0)], n_sample=3)
+    with pytest.raises(ValueError, match='one loss per candidate'):
+        wrong.minimize(verbose=False)
+    nan = stateopt.NevergradOptimizer(lambda x: x * jnp.nan, [(0.0, 1.0)], n_sample=3, seed=0)
+    with pytest.warns(RuntimeWarning, match='NaN'):
+        (value,) = nan.minimize(n_iter=2, verbose=False)
+    assert 0.0 <= float(value) <= 1.0

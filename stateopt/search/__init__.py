@@ -5,6 +5,7 @@ over the registered States (starting from their values, writing the best point b
 a box given as ``bounds`` (braintools' form: random restarts inside the box).
 """
 
+from ._nevergrad import NevergradOptimizer
 from ._scipy import ScipyOptimizer
 
-__all__ = ['ScipyOptimizer']
+__all__ = ['ScipyOptimizer', 'NevergradOptimizer']
