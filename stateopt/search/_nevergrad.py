@@ -9,8 +9,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from .._base import Optimizer
 from .._state import UniqueStateManager
+from ._base import Search
 from ._scipy import _pair
 
 __all__ = ['NevergradOptimizer']
@@ -24,7 +24,7 @@ def _nevergrad() -> Any:
     return nevergrad
 
 
-class NevergradOptimizer(Optimizer):
+class NevergradOptimizer(Search):
     r"""Gradient-free search with nevergrad's optimizers: ask ``n_sample`` candidates, evaluate, tell.
 
     **Over a box** (braintools' form): ``bounds`` is a list of ``(min, max)`` pairs and the
@@ -124,28 +124,6 @@ class NevergradOptimizer(Optimizer):
         self.optimizer = ng.optimizers.registry[self.method](
             parametrization=space, budget=self.budget, num_workers=self.num_workers, **self.method_params)
         self.candidates, self.errors = [], None
-
-    def register_trainable_weights(self, states: Any = None, *,
-                                   param_states: Any = None) -> NevergradOptimizer:
-        """Register the States to search over (bounds then names each of them); return ``self``.
-
-        Examples
-        --------
-        >>> import jax.numpy as jnp, brainstate, stateopt
-        >>> w = brainstate.ParamState(jnp.zeros(2))
-        >>> opt = stateopt.NevergradOptimizer(lambda: jnp.sum(w.value ** 2), {'w': (-1.0, 1.0)}, 4)
-        >>> opt.register_trainable_weights({'w': w}).param_states.num_unique_states
-        1
-        """
-        if (states is None) == (param_states is None):
-            raise TypeError('register_trainable_weights takes the States: states or param_states=, '
-                            'one of them')
-        self.param_states.merge_with(states if param_states is None else param_states)
-        return self
-
-    def update(self, grads: Any = None) -> None:
-        """Not a gradient-step optimizer: call :meth:`minimize`, which runs the search."""
-        raise NotImplementedError('NevergradOptimizer runs a search per call: use minimize(), not update()')
 
     def _losses(self, values: list) -> np.ndarray:
         """One loss per candidate."""

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._base import Optimizer
 from .._state import UniqueStateManager
+from ._base import Search
 
 __all__ = ['ScipyOptimizer']
 
@@ -90,7 +90,7 @@ class _Flat:
         return jax.tree.unflatten(self.treedef, leaves)
 
 
-class ScipyOptimizer(Optimizer):
+class ScipyOptimizer(Search):
     r"""``scipy.optimize.minimize`` over registered States, or over a box of ``bounds`` (braintools' form).
 
     **Over States** (register them, then call :meth:`minimize`): ``loss_fun()`` takes no
@@ -167,27 +167,6 @@ class ScipyOptimizer(Optimizer):
         elif bounds is not None:
             raise ValueError(f'bounds must be a dict or a list of (min, max) pairs, got '
                              f'{type(bounds).__name__}')
-
-    def register_trainable_weights(self, states: Any = None, *, param_states: Any = None) -> ScipyOptimizer:
-        """Register the States to search over (``param_states`` is braintools' name); return ``self``.
-
-        Examples
-        --------
-        >>> import jax.numpy as jnp, brainstate, stateopt
-        >>> w = brainstate.ParamState(jnp.zeros(2))
-        >>> opt = stateopt.ScipyOptimizer(lambda: jnp.sum(w.value ** 2))
-        >>> opt.register_trainable_weights({'w': w}).param_states.num_unique_states
-        1
-        """
-        if (states is None) == (param_states is None):
-            raise TypeError('register_trainable_weights takes the States: states or param_states=, '
-                            'one of them')
-        self.param_states.merge_with(states if param_states is None else param_states)
-        return self
-
-    def update(self, grads: Any = None) -> None:
-        """Not a gradient-step optimizer: call :meth:`minimize`, which runs the whole search."""
-        raise NotImplementedError('ScipyOptimizer runs a whole search per call: use minimize(), not update()')
 
     # -- over registered States ------------------------------------------------------------
     def _minimize_states(self) -> Any:
