@@ -175,6 +175,9 @@ def test_nevergrad_refuses_bad_input_with_the_reason():
     wrong = stateopt.NevergradOptimizer(lambda x: jnp.sum(x), [(0.0, 1.0)], n_sample=3)
     with pytest.raises(ValueError, match='one loss per candidate'):
         wrong.minimize(verbose=False)
+    with pytest.warns(RuntimeWarning, match='more than budget=4'):
+        over = stateopt.NevergradOptimizer(loss, [(0.0, 1.0)], n_sample=3, budget=4)
+        over.minimize(n_iter=2, verbose=False)
     nan = stateopt.NevergradOptimizer(lambda x: x * jnp.nan, [(0.0, 1.0)], n_sample=3, seed=0)
     with pytest.warns(RuntimeWarning, match='NaN'):
         (value,) = nan.minimize(n_iter=2, verbose=False)

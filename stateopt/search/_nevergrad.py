@@ -191,6 +191,10 @@ class NevergradOptimizer(Search):
                 raise ValueError(f'over registered States, bounds is {{param name: (min, max)}} for every '
                                  f'one of {list(self.param_states.names)}')
             originals = [state.value for state in self.param_states.states]
+        if self.budget is not None and n_iter * self.n_sample > self.budget:
+            warnings.warn(f'minimize(n_iter={n_iter}) evaluates {n_iter * self.n_sample} candidates, more '
+                          f'than budget={self.budget}, which nevergrad\'s {self.method} was configured for; '
+                          f'raise the budget or lower n_iter', RuntimeWarning, stacklevel=2)
         self.initialize()
         try:
             best = None
