@@ -87,10 +87,13 @@ def _unflatten_state_dict(aux, children) -> StateDict:
     return StateDict(zip(keys, children), base_lr=base_lr)
 
 
-jax.tree_util.register_pytree_with_keys(
-    StateDict, _flatten_state_dict, _unflatten_state_dict,
-    flatten_func=lambda sd: ([dict.__getitem__(sd, k) for k in sorted(dict.keys(sd))],
-                             (tuple(sorted(dict.keys(sd))), sd.base_lr)))
+def _flatten_state_dict_leaves(sd: StateDict):
+    children, aux = _flatten_state_dict(sd)
+    return [value for _, value in children], aux
+
+
+jax.tree_util.register_pytree_with_keys(StateDict, _flatten_state_dict, _unflatten_state_dict,
+                                        flatten_func=_flatten_state_dict_leaves)
 
 
 class StateDicts:

@@ -552,11 +552,14 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
         [0.5]
         """
         self._require_root('apply')
-        values = self._read_values()
-        lrs = tuple(_f32(apply_fn(lr)) for lr in values['lr'])
+        self._set_lrs([apply_fn(lr) for lr in self._read_values()['lr']], 'apply_fn(lr) for group {}')
+
+    def _set_lrs(self, lrs: Sequence, where: str) -> None:
+        """Set every group's lr to ``lrs`` (one each), refusing a negative one (``where`` names it)."""
+        lrs = tuple(map(_f32, lrs))
         for i, lr in enumerate(lrs):
             if not is_traced(lr):
-                check_number(f'apply_fn(lr) for group {i}', float(lr), low=0.0)
+                check_number(where.format(i), float(lr), low=0.0)
         self._write_values({'lr': lrs, 'momentum': None})
 
     def step_epoch(self) -> None:
@@ -801,10 +804,7 @@ class CurrentLRs:
         if not isinstance(lrs, (list, tuple)) or len(lrs) != len(current):
             raise ValueError(f'current_lrs.value takes a list of {len(current)} lrs (one per param group), '
                              f'got {described(lrs)}')
-        for i, lr in enumerate(lrs):
-            if not is_traced(lr):
-                check_number(f'current_lrs.value[{i}]', float(lr), low=0.0)
-        self._scheduler._write_values({'lr': tuple(map(_f32, lrs)), 'momentum': None})
+        self._scheduler._set_lrs(lrs, 'current_lrs.value[{}]')
 
     def __repr__(self) -> str:
         return f'CurrentLRs({[_to_python(lr) for lr in self.value]!r})'
