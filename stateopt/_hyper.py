@@ -176,6 +176,10 @@ class Param:
     stored : bool
         False for a constructor argument that is checked but not kept (Rprop's
         ``grad_clip_norm``, which must stay ``None``).
+    scope : str
+        ``'group'`` (each param group keeps its own value) or ``'optimizer'``: one value
+        for the whole optimizer (SOFO's ``tangent_size``, which spans every registered
+        param), kept as an attribute of the optimizer and refused by ``add_param_group``.
 
     Examples
     --------
@@ -193,6 +197,7 @@ class Param:
     dynamic: bool = True
     into: tuple[str, int] | None = None
     stored: bool = True
+    scope: str = 'group'
 
     def but(self, **changes: Any) -> Param:
         """This declaration with ``changes`` (a different default, say)."""
@@ -270,7 +275,12 @@ class Hyperparameters:
 
     def stored(self) -> dict[str, Param]:
         """``{name: Param}`` of the hyper-parameters a param group keeps (aliases left out)."""
-        return {param.name: param for param in self.params if param.into is None and param.stored}
+        return {param.name: param for param in self.params
+                if param.into is None and param.stored and param.scope == 'group'}
+
+    def settings(self) -> dict[str, Param]:
+        """``{name: Param}`` of the settings of the whole optimizer (``scope='optimizer'``)."""
+        return {param.name: param for param in self.params if param.scope == 'optimizer'}
 
     def defaults(self) -> dict[str, Any]:
         """``{name: default}`` of the stored hyper-parameters that have a default."""

@@ -80,7 +80,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     __module__ = 'stateopt'
     #: Left out of brainstate's graph: the constant scheduler ``lr_scheduler`` makes on first use,
     #: so reading ``opt.lr_scheduler`` never changes what ``brainstate.graph.states(opt)`` finds.
-    graph_invisible_attrs = ('_constant',)
+    #: The settings of the whole optimizer (``scope='optimizer'``) hold callables such as
+    #: SOFO's model, whose States are the model's, not the optimizer's: left out too.
+    graph_invisible_attrs = ('_constant', '_settings')
 
     #: The constructor's hyper-parameters, in signature order (see stateopt._hyper).
     hyperparameters = Hyperparameters(
@@ -93,6 +95,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         LR, WEIGHT_DECAY, maximize=False)
     #: name -> declaration of every hyper-parameter a param group keeps (made from the table).
     _hyperparams: dict[str, Param] = hyperparameters.stored()
+    #: Attributes holding what is compiled for this optimizer (bound to it): a copy starts without.
+    _caches: tuple[str, ...] = ('_plan',)
+    #: name -> declaration of every setting of the whole optimizer (``scope='optimizer'``).
+    _setting_params: dict[str, Param] = {}
+    _settings: dict[str, Any] = {}
     #: how weight_decay enters the chain: 'coupled' (L2 on the gradient), 'decoupled', or None
     #: (the algorithm applies it inside its direction, as LAMB's trust ratio does).
     #: A static ``decoupled_weight_decay=True`` hyper-parameter makes a group decoupled.
@@ -133,7 +140,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
     def __deepcopy__(self, memo: dict) -> OptaxOptimizer:
         """A copy that owns copies of every State (parameters included), as torch's deep copy does."""
-        return deepcopy_owning_states(self, memo, caches=('_plan',))
+        return deepcopy_owning_states(self, memo, caches=self._caches)
 
     # -- construction --------------------------------------------------------------
     @classmethod
@@ -161,6 +168,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         """``base`` updated with ``hyperparams``, each checked by its declaration."""
         specs = cls._hyperparams
         unknown = [name for name in hyperparams if name not in specs]
+        wide = [name for name in unknown if name in cls._setting_params]
+        if wide:
+            raise ValueError(f'{", ".join(map(repr, wide))} of {cls.__name__} is a setting of the whole '
+                             f'optimizer (it applies to every registered param at once), not of one '
+                             f'param group; set it on the optimizer (opt.{wide[0]} = ...)')
         if unknown:
             raise TypeError(f'{cls.__name__} has no hyper-parameter '
                             f'{", ".join(map(repr, unknown))}; its hyper-parameters are '
@@ -556,11 +568,16 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         hyperparams = type(self)._hyperparams
         if name in hyperparams and '_groups' in vars(self):
             return to_python(self._groups[0][name])
+        if name in type(self)._setting_params and '_settings' in vars(self):
+            return self._settings[name]
         raise AttributeError(f'{type(self).__name__!r} object has no attribute {name!r}')
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in type(self)._hyperparams and name != 'lr' and '_groups' in vars(self):
             self._set_default(name, value)
+        elif name in type(self)._setting_params and '_settings' in vars(self):
+            self._settings = {**self._settings, name: type(self)._setting_params[name].check(name, value)}
+            self._invalidate()
         else:
             super().__setattr__(name, value)
 
@@ -664,6 +681,8 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
             raise TypeError(f'{type(self).__name__}(): {exc}; its signature is '
                             f'{type(self).__name__}{inspect.signature(type(self))}') from None
         bound.apply_defaults()
+        self._settings = {name: param.check(name, bound.arguments[name])
+                          for name, param in table.settings().items()}
         self._setup(**table.resolve(bound.arguments))
 
     __init__.__signature__ = signature
@@ -672,6 +691,7 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
     __init__.__doc__ = f'A new {cls.__name__}; the parameters are documented on the class.'
     cls.__init__ = __init__
     cls._hyperparams = table.stored()
+    cls._setting_params = table.settings()
     doc = inspect.cleandoc(cls.__doc__ or '')
     if '\nParameters\n----------' in doc:
         raise TypeError(f'{cls.__name__} documents its parameters by hand; its hyperparameters table does')

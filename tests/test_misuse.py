@@ -304,6 +304,21 @@ def test_deepcopy_owns_independent_states_and_continues_the_same():
     assert twin.lr_scheduler.get_last_lr() == sched.get_last_lr() == [0.0125]
 
 
+def test_a_deep_copy_of_an_optimizer_that_compiled_a_loss_step_steps_itself():
+    # the step compiled for a value_fn is bound to the optimizer that compiled it: a copy must not reuse it
+    x = brainstate.ParamState(jnp.array([3.0, -1.0]))
+    value_fn = lambda params: jnp.sum(params['x'] ** 2)
+    opt = stateopt.LBFGS().register_trainable_weights({'x': x})
+    opt.update({'x': 2 * x.value}, value_fn=value_fn)
+    before = x.value
+    twin = copy.deepcopy(opt)
+    twin_x = twin.param_groups[0]['params']['x']
+    twin.update({'x': 2 * twin_x.value}, value_fn=value_fn)
+    assert int(opt.step_count) == 1 and int(twin.step_count) == 2
+    assert_same(x.value, before)                     # the original did not move
+    assert not np.array_equal(np.asarray(twin_x.value), np.asarray(before))
+
+
 def test_functional_is_an_attribute_of_the_package():
     code = 'import stateopt; print(stateopt.functional.adamw_update.__name__)'
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)

@@ -30,6 +30,7 @@ class EvaluatesLoss(OptaxOptimizer):
     registered), and hands the algorithm the loss as a function of its group's params.
     """
 
+    _caches = (*OptaxOptimizer._caches, '_objective_steps')
     #: the keyword the algorithm's update receives that function under
     _objective_keyword = 'value_fn'
 
@@ -94,7 +95,7 @@ class EvaluatesLoss(OptaxOptimizer):
 
     def _compiled_objective_step(self, closure: Callable | None, value_fn: Callable | None) -> Callable:
         """The step for this closure / value_fn under ``brainstate.transform.jit``, cached by identity."""
-        cache = vars(self).setdefault('_objective_steps', {})
+        cache = self._objective_steps = vars(self).get('_objective_steps') or {}
         key = (id(closure), id(value_fn))
         if key not in cache:
             if len(cache) >= 4:

@@ -17,7 +17,44 @@ __all__ = ['SGD', 'Momentum', 'MomentumNesterov', 'TorchSGDState', 'scale_by_tor
 MOMENTUM = Param('momentum', 0.0, non_negative, 'The momentum factor (0: plain SGD).')
 
 
-class SGD(OptaxOptimizer):
+class MomentumBuffer:
+    """The momentum buffer of :func:`scale_by_torch_sgd` in a stateful optimizer (SGD's, SOFO's).
+
+    A group created with ``momentum=0`` keeps no buffer, so setting its momentum later
+    is refused, unless an attached scheduler cycles the momentum (OneCycleLR,
+    CyclicLR): then every group has one.
+    """
+
+    def _check_assignment(self, group: Any, name: str, value: Any) -> None:
+        if name == 'momentum' and value != 0 and self._group_state(group).momentum_buffer is None:
+            raise ValueError(f'param group {group.index} was created with momentum=0 and keeps no '
+                             f'momentum buffer; create the group with momentum > 0 to vary it')
+
+    def _momentum_cycled(self) -> bool:
+        return self._cycled == 'momentum'
+
+    def _init_group_state(self, group: Any, values: dict) -> Any:
+        """torch's SGD state, with a momentum buffer whenever the scheduler cycles the momentum."""
+        state = super()._init_group_state(group, values)
+        if state is not None and state.momentum_buffer is None and self._momentum_cycled():
+            state = state._replace(momentum_buffer=zeros_like(values))
+        return state
+
+    def scheduler_attached(self, scheduler, cycles=None, first=None):
+        """As :meth:`OptaxOptimizer.scheduler_attached`; a cycled momentum gives every group a buffer.
+
+        A new buffer has not been used yet (its count stays 0 while there is none), so
+        its first step with momentum != 0 sets it to the gradient, as torch's does.
+        """
+        super().scheduler_attached(scheduler, cycles)
+        if cycles == 'momentum':
+            self._refresh_group_states()
+
+    def _check_cycled(self, scheduler, group, value):
+        """Every group keeps a momentum buffer while the momentum is cycled: nothing to refuse."""
+
+
+class SGD(MomentumBuffer, OptaxOptimizer):
     r"""Stochastic gradient descent with torch's momentum, dampening and Nesterov.
 
     With ``g`` the gradient (negated if ``maximize``) plus ``weight_decay * p``::
@@ -54,34 +91,6 @@ class SGD(OptaxOptimizer):
         if hp.get('nesterov') and (hp['momentum'] <= 0 or hp.get('dampening', 0.0) != 0):
             raise ValueError('nesterov=True needs momentum > 0 and dampening == 0, got '
                              f'momentum={hp["momentum"]!r}, dampening={hp.get("dampening", 0.0)!r}')
-
-    def _check_assignment(self, group: Any, name: str, value: Any) -> None:
-        if name == 'momentum' and value != 0 and self._group_state(group).momentum_buffer is None:
-            raise ValueError(f'param group {group.index} was created with momentum=0 and keeps no '
-                             f'momentum buffer; create the group with momentum > 0 to vary it')
-
-    def _momentum_cycled(self) -> bool:
-        return self._cycled == 'momentum'
-
-    def _init_group_state(self, group: Any, values: dict) -> Any:
-        """torch's SGD state, with a momentum buffer whenever the scheduler cycles the momentum."""
-        state = super()._init_group_state(group, values)
-        if state is not None and state.momentum_buffer is None and self._momentum_cycled():
-            state = state._replace(momentum_buffer=zeros_like(values))
-        return state
-
-    def scheduler_attached(self, scheduler, cycles=None, first=None):
-        """As :meth:`OptaxOptimizer.scheduler_attached`; a cycled momentum gives every group a buffer.
-
-        A new buffer has not been used yet (its count stays 0 while there is none), so
-        its first step with momentum != 0 sets it to the gradient, as torch's does.
-        """
-        super().scheduler_attached(scheduler, cycles)
-        if cycles == 'momentum':
-            self._refresh_group_states()
-
-    def _check_cycled(self, scheduler, group, value):
-        """Every group keeps a momentum buffer while the momentum is cycled: nothing to refuse."""
 
     @classmethod
     def _algorithm(cls, hp):
