@@ -50,6 +50,7 @@ from .optimizers import (
     Sophia,
     Yogi,
 )
+from .optimizers.sofo import SOFO, SOFODirection, SOFOScan, sample_tangents, sofo_direction
 from .schedulers import (
     SCHEDULERS,
     ChainedScheduler,
@@ -84,6 +85,7 @@ __all__ = [
     '__version__',
     'OptimState', 'UniqueStateManager', 'param_name',
     'Optimizer', 'ScipyOptimizer', 'NevergradOptimizer',
+    'SOFO', 'SOFOScan', 'SOFODirection', 'sample_tangents', 'sofo_direction',
     'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',

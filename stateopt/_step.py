@@ -188,6 +188,10 @@ def _compile_step(spec: _StepSpec) -> Callable:
     return jax.jit(compiled, donate_argnums=(0, 2), static_argnums=(6,))
 
 
+class NothingRegisteredError(RuntimeError, ValueError):
+    """A step before any State is registered (a ValueError too, as braintools raises one)."""
+
+
 class Stepping:
     """The stepping part of :class:`stateopt.OptaxOptimizer`: ``update``, ``step`` and the compiled step."""
 
@@ -259,7 +263,7 @@ class Stepping:
         if self._plan is not None:
             return self._plan
         if not len(self._registry):
-            raise RuntimeError('no States are registered; call register_trainable_weights first')
+            raise NothingRegisteredError('no States are registered; call register_trainable_weights first')
         registry = self._registry
         spec = _StepSpec(
             optimizer=type(self),

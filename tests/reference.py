@@ -559,3 +559,31 @@ def sophia(p, g, state, *, lr, betas=(0.965, 0.99), eps=1e-8, weight_decay=1e-4,
     if (t - 1) % update_interval == 0:
         h = b2 * h + (1 - b2) * hessian(g)
     return p * (1 - lr * weight_decay) - lr * step, {'t': t, 'm': m, 'h': h}
+
+
+# -- sofo --------------------------------------------------------------------------------------
+
+def sofo_direction(outputs, loss, p, tangents, *, kind='mse', damping=1e-5, h=1e-5):
+    """Yu et al., 2024 (SOFO): the damped Gauss-Newton step in the span of the tangents.
+
+    ``outputs(p) -> (N, C)`` and ``loss(p) -> float`` are functions of the flat float64
+    params ``p``; ``tangents`` is ``(K, P)``. The Jacobian-tangent products and the
+    loss's directional derivatives are central differences (float64, step ``h``); the
+    Gauss-Newton matrix is that of ``mean_n 1/2 ||f_n - y_n||^2`` (``mse``) or of the mean
+    softmax cross-entropy (``ce``), averaged over the N samples.
+    """
+    f = outputs(p)
+    jv = np.stack([(outputs(p + h * v) - outputs(p - h * v)) / (2 * h) for v in tangents])   # (K, N, C)
+    slopes = np.array([(loss(p + h * v) - loss(p - h * v)) / (2 * h) for v in tangents])
+    n = f.shape[0]
+    if kind == 'mse':
+        ggn = np.einsum('knc,jnc->kj', jv, jv) / n
+    else:
+        e = np.exp(f - f.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
+        hessians = np.einsum('nc,cd->ncd', probs, np.eye(f.shape[1])) - np.einsum('nc,nd->ncd', probs, probs)
+        ggn = np.einsum('knc,ncd,jnd->kj', jv, hessians, jv) / n
+    eigvals, eigvecs = np.linalg.eigh(ggn)
+    eigvals = np.maximum(eigvals, 0.0)
+    coefficients = eigvecs @ ((eigvecs.T @ slopes) / (eigvals + damping * eigvals.max()))
+    return coefficients @ tangents
