@@ -40,6 +40,9 @@ ATTRIBUTES = {
     'LBFGS memory_size': (stateopt.LBFGS, dict(memory_size=7), 'memory_size', 7),
     'Rprop etas': (stateopt.Rprop, dict(etas=(0.4, 1.3)), 'etas', (0.4, 1.3)),
     'Adam amsgrad': (stateopt.Adam, dict(amsgrad=True), 'amsgrad', True),
+    'SOFO tangent_size': (stateopt.SOFO, dict(model=abs, loss_fn=max, tangent_size=32), 'tangent_size', 32),
+    'SOFO momentum': (stateopt.SOFO, dict(model=abs, loss_fn=max, momentum=0.9), 'momentum', 0.9),
+    'SOFOScan damping': (stateopt.SOFOScan, dict(rnn_cell=abs, loss_fn=max, damping=1e-3), 'damping', 1e-3),
 }
 
 
