@@ -658,7 +658,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         """The class, group 0's lr as it is now, the other constructor values, and the sizes."""
         shown = ', '.join([f'{k}={lr_shown(self._groups[0]) if k == "lr" else repr(to_python(v))}'
                            for k, v in self.defaults.items() if k != 'tx' or v is not None] +
-                          [f'{k}={v!r}' for k, v in self._settings.items() if not callable(v)])
+                          [f'{k}={"<array>" if hasattr(v, "shape") else repr(v)}'
+                           for k, v in self._settings.items() if not callable(v)])
         return (f'{type(self).__name__}({shown}; {len(self._registry)} params in '
                 f'{len(self._groups)} groups, step {int(_RAW(self.step_count))})')
 

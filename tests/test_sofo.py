@@ -255,20 +255,31 @@ def test_cross_entropy_steps_reduce_the_loss_in_a_module():
     assert not any(isinstance(state, brainstate.ParamState) for state in found.values())
 
 
-def test_state_dict_round_trip_continues_the_same_run():
+@pytest.mark.parametrize('via', ['state_dict', 'checkpoint'])
+def test_a_resumed_run_takes_the_same_next_step(via, tmp_path):
+    # two groups, momentum and a scheduler: everything the next step depends on is saved
     x, y = make_data()
     runs = []
     for _ in range(2):
         states = make_states()
-        opt = stateopt.SOFO(jax_model('tanh', states), jax_loss('mse'), lr=0.2, momentum=0.9, tangent_size=8,
-                            key=KEY).register_trainable_weights(states)
-        runs.append((opt, states))
-    (first, first_states), (second, second_states) = runs
+        sched = stateopt.StepLR(base_lr=0.2, step_size=1, gamma=0.5)
+        opt = stateopt.SOFO(jax_model('tanh', states), jax_loss('mse'), lr=sched, momentum=0.9,
+                            tangent_size=8, key=KEY)
+        opt.register_trainable_weights({'b1': states['b1'], 'w1': states['w1']})
+        opt.add_param_group({'w2': states['w2']}, lr=0.1)
+        runs.append((opt, sched, states))
+    (first, first_sched, first_states), (second, _, second_states) = runs
     for _ in range(2):
         first.step(x, y)
-    second.load_state_dict(first.state_dict())
-    for name in SHAPES:
-        second_states[name].value = first_states[name].value
+        first_sched.step()
+    if via == 'state_dict':
+        second.load_state_dict(first.state_dict())
+        for name in SHAPES:
+            second_states[name].value = first_states[name].value
+    else:
+        stateopt.save_checkpoint(tmp_path / 'run', {'params': first_states, 'optimizer': first})
+        stateopt.load_checkpoint(tmp_path / 'run', {'params': second_states, 'optimizer': second})
+    assert second.get_last_lr() == first.get_last_lr() == [0.05, 0.025]
     first.step(x, y)
     second.step(x, y)
     assert_same({k: s.value for k, s in first_states.items()}, {k: s.value for k, s in second_states.items()})
