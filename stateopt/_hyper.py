@@ -179,7 +179,8 @@ class Param:
     scope : str
         ``'group'`` (each param group keeps its own value) or ``'optimizer'``: one value
         for the whole optimizer (SOFO's ``tangent_size``, which spans every registered
-        param), kept as an attribute of the optimizer and refused by ``add_param_group``.
+        param), read as an attribute of the optimizer, fixed when it is built, and
+        refused by ``add_param_group``.
 
     Examples
     --------

@@ -172,7 +172,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         if wide:
             raise ValueError(f'{", ".join(map(repr, wide))} of {cls.__name__} is a setting of the whole '
                              f'optimizer (it applies to every registered param at once), not of one '
-                             f'param group; set it on the optimizer (opt.{wide[0]} = ...)')
+                             f'param group; give it to the constructor')
         if unknown:
             raise TypeError(f'{cls.__name__} has no hyper-parameter '
                             f'{", ".join(map(repr, unknown))}; its hyper-parameters are '
@@ -576,8 +576,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         if name in type(self)._hyperparams and name != 'lr' and '_groups' in vars(self):
             self._set_default(name, value)
         elif name in type(self)._setting_params and '_settings' in vars(self):
-            self._settings = {**self._settings, name: type(self)._setting_params[name].check(name, value)}
-            self._invalidate()
+            raise ValueError(f'{name!r} is fixed when the {type(self).__name__} is built (it shapes the '
+                             f'compiled step, which a jitted train step would keep using); build a new '
+                             f'{type(self).__name__}({name}=...) instead')
         else:
             super().__setattr__(name, value)
 
