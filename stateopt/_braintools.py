@@ -20,7 +20,7 @@ import numpy as np
 
 from ._state import param_name
 
-__all__ = ['is_braintools_state_dict', 'read_braintools_checkpoint', 'from_braintools']
+__all__ = ['is_braintools_state_dict', 'read_braintools_checkpoint', 'from_braintools', 'NotBraintoolsFile']
 
 #: The optimizers whose braintools state means what stateopt's means: optax's scale_by_adam
 #: (count, mu, nu) is torch's Adam (step, exp_avg, exp_avg_sq), eps outside the square root.
@@ -49,6 +49,11 @@ def _ext(code: int, data: bytes) -> Any:
     raise ValueError(f'unknown msgpack extension {code}')
 
 
+class NotBraintoolsFile(ValueError):
+    """A file ``braintools.file.msgpack_save`` did not write: not a regular file of at most the
+    size limit, or one that does not start with a msgpack map."""
+
+
 def read_braintools_checkpoint(path: str) -> Any:
     """The tree ``braintools.file.msgpack_save`` wrote to ``path`` (arrays as numpy arrays).
 
@@ -56,11 +61,11 @@ def read_braintools_checkpoint(path: str) -> Any:
     """
     status = os.stat(path)
     if not stat.S_ISREG(status.st_mode) or status.st_size > _MAX_BYTES:
-        raise ValueError(f'{path} is not a regular file of at most {_MAX_BYTES} bytes')
+        raise NotBraintoolsFile(f'{path} is not a regular file of at most {_MAX_BYTES} bytes')
     with open(path, 'rb') as file:
         first = file.read(1)
         if not first or not (0x80 <= first[0] <= 0x8f or first[0] in (0xde, 0xdf)):  # a msgpack map
-            raise ValueError(f'{path} does not start with a msgpack map, as braintools\' files do')
+            raise NotBraintoolsFile(f'{path} does not start with a msgpack map, as braintools\' files do')
         payload = first + file.read(status.st_size - 1)
     try:
         tree = msgpack.unpackb(payload, ext_hook=_ext, raw=False, strict_map_key=False)

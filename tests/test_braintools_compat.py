@@ -452,6 +452,23 @@ def test_braintools_groups_that_ran_another_rule_are_refused_and_nothing_changes
             {'step_count': 1, 'param_groups': {'0': {'lr': 0.1}}, 'opt_state': {}})
 
 
+@pytest.mark.parametrize('damage', ['truncated', 'one byte flipped'])
+def test_a_damaged_braintools_checkpoint_is_named_as_such_and_changes_nothing(damage, tmp_path):
+    data = (FIXTURES / 'braintools_adamw_ok.msgpack').read_bytes()
+    if damage == 'truncated':
+        data = data[:len(data) // 2]
+    else:
+        data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+    (tmp_path / 'damaged.msgpack').write_bytes(data)
+    opt, w, b = _bt_adamw()
+    before = jax.tree.map(np.asarray, opt.state_dict())
+    with pytest.raises(stateopt.CheckpointError,
+                       match='starts like a braintools msgpack checkpoint but cannot be read as one'):
+        stateopt.load_checkpoint(tmp_path / 'damaged.msgpack', {'model': {'w': w, 'b': b}, 'optimizer': opt})
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, opt.state_dict()), before)
+    np.testing.assert_array_equal(w.value, BT['W0'])
+
+
 def test_unique_state_manager_answers_braintools_attributes():
     shared = brainstate.ParamState(jnp.ones(2))
     other = brainstate.ParamState(jnp.zeros(3))

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from .._braintools import read_braintools_checkpoint
+from .._braintools import NotBraintoolsFile, read_braintools_checkpoint
 from ._format import (
     CheckpointError,
     CheckpointMismatchError,
@@ -231,12 +231,15 @@ def _read_any(name: str) -> Any:
     try:
         return _read(name)
     except CheckpointError as error:
-        if 'is not a stateopt checkpoint' not in str(error):
+        if 'not a stateopt checkpoint' not in str(error):
             raise
         try:
             return read_braintools_checkpoint(name)
-        except ValueError:
+        except NotBraintoolsFile:
             raise error from None
+        except ValueError as braintools_error:   # starts as braintools' files do, but is not one
+            raise CheckpointError(f'{error}; it starts like a braintools msgpack checkpoint but cannot '
+                                  f'be read as one: {braintools_error}') from None
 
 
 def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True) -> LoadResult:
