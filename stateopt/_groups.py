@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import brainstate
 import jax.numpy as jnp
@@ -12,9 +12,6 @@ import numpy as np
 from ._base import NodeMeta
 from ._hyper import is_traced
 from ._state import OptimState, ReadableKeyError, deepcopy_owning_states, unflatten
-
-if TYPE_CHECKING:
-    from ._optimizer import OptaxOptimizer
 
 __all__ = ['ParamGroup', 'ParamGroups', 'as_dynamic', 'to_python']
 
@@ -61,7 +58,7 @@ class ParamGroup(brainstate.graph.Node, MutableMapping, metaclass=NodeMeta):
 
     __module__ = 'stateopt'
 
-    def __init__(self, optimizer: OptaxOptimizer, positions: list[int], hyperparams: dict,
+    def __init__(self, optimizer: Any, positions: list[int], hyperparams: dict,
                  explicit: bool):
         self._optimizer = optimizer
         self._positions = positions

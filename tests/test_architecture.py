@@ -50,3 +50,44 @@ def test_no_star_imports(path):
     stars = [node.lineno for node in ast.walk(ast.parse(path.read_text()))
              if isinstance(node, ast.ImportFrom) and any(alias.name == '*' for alias in node.names)]
     assert not stars, f'{path.name} imports * at lines {stars}'
+
+
+def _module_of(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+    """The stateopt modules ``path`` imports anywhere (in functions, under TYPE_CHECKING too)."""
+    package = _module_of(path) if path.name == '__init__.py' else _module_of(path).rpartition('.')[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split('.')[:len(package.split('.')) - (node.level - 1)]
+            module = '.'.join(base + ([node.module] if node.module else []))
+            # ``from package import submodule`` imports the submodule; ``from module import name``, the module
+            found |= {f'{module}.{alias.name}' if f'{module}.{alias.name}' in modules else module
+                      for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    # the schedulers speak to an optimizer through the Driven protocol, never by importing it
+    modules = {_module_of(path): path for path in MODULES}
+    edges = {name: {other for other in _imports(path, set(modules)) if other in modules and other != name}
+             for name, path in modules.items()}
+
+    def cycle_from(start, node, trail):
+        for other in edges[node]:
+            if other == start:
+                return trail + [other]
+            if other not in trail:
+                found = cycle_from(start, other, trail + [other])
+                if found:
+                    return found
+        return None
+
+    circles = [cycle_from(name, name, [name]) for name in modules]
+    assert not any(circles), ' -> '.join(next(circle for circle in circles if circle))

@@ -112,3 +112,43 @@ def test_the_protocol_methods_examples_run_as_written(method):
     result = runner.run(test, out=lambda text: None)
     assert result.attempted >= 2, method.__qualname__
     assert result.failed == 0, f'{result.failed} of {method.__qualname__}\'s examples fail'
+
+
+class PlainGroup(dict):
+    """A param group of a plain optimizer: the group side of the public protocol."""
+
+    def __init__(self, index, lr):
+        super().__init__(lr=lr)
+        self.index, self.initial_lr, self.lr_schedule, self.names = index, lr, None, ['p']
+
+    def assign(self, key, value):
+        self[key] = value
+
+
+class PlainOptimizer:
+    """Not a stateopt optimizer: only the protocol a scheduler uses (groups, defaults, scheduler_attached)."""
+
+    def __init__(self, lrs):
+        self.param_groups = [PlainGroup(i, lr) for i, lr in enumerate(lrs)]
+        self.defaults = {'lr': lrs[0]}
+        self.driver = None
+
+    def scheduler_attached(self, scheduler, cycles=None, first=None):
+        self.driver = scheduler
+
+
+@pytest.mark.parametrize('form', ['torch', 'lr='])
+def test_a_scheduler_drives_any_optimizer_that_speaks_the_protocol(form):
+    opt = PlainOptimizer([0.8, 0.2])
+    if form == 'torch':
+        sched = stateopt.StepLR(opt, step_size=1, gamma=0.5)
+    else:
+        sched = stateopt.StepLR(base_lr=0.8, step_size=1, gamma=0.5)
+        sched.attach_optimizer(opt)
+    assert opt.driver is sched
+    for _ in range(2):
+        sched.step()
+    # torch's StepLR: each group's lr is its base lr times gamma ** (steps // step_size)
+    assert [round(float(group['lr']), 6) for group in opt.param_groups] == [0.2, 0.05]
+    with pytest.raises(TypeError, match='expects a stateopt optimizer'):
+        stateopt.StepLR(base_lr=0.1).attach_optimizer(object())

@@ -25,9 +25,12 @@ The protocol with an optimizer, all public, one direction each:
   first)``, which refuses a second scheduler or a group that cannot follow ``cycles``;
 - the optimizer asks ``scheduler.check_new_group(hyperparams)`` before ``add_param_group``
   commits and calls ``scheduler.group_added(group)`` after.
+
+:class:`Driven` names the optimizer's side; this package imports no optimizer module, so
+any object with that side (not only a stateopt optimizer) can be driven.
 """
 
-from ._base import CurrentLRs, LRScheduler
+from ._base import CurrentLRs, Driven, LRScheduler
 from ._composite import ChainedScheduler, SequentialLR
 from ._cosine import CosineAnnealingLR, CosineAnnealingWarmRestarts, WarmupCosineSchedule
 from ._cyclic import CyclicLR, OneCycleLR
@@ -52,4 +55,4 @@ SCHEDULERS = [
     'WarmupCosineSchedule', 'PiecewiseConstantSchedule', 'SequentialLR', 'ChainedScheduler',
 ]
 
-__all__ = ['LRScheduler', 'CurrentLRs', *SCHEDULERS, 'plot_schedule', 'SCHEDULERS']
+__all__ = ['LRScheduler', 'CurrentLRs', 'Driven', *SCHEDULERS, 'plot_schedule', 'SCHEDULERS']

@@ -20,7 +20,7 @@ import functools
 import inspect
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import brainstate
 import jax
@@ -31,7 +31,6 @@ import optax
 from .._base import NodeMeta
 from .._groups import to_python as _to_python
 from .._hyper import check_number, inside_jax_transform, is_traced
-from .._optimizer import OptaxOptimizer
 from .._state import OptimState, deepcopy_owning_states, is_state
 from .._state_dict import StateDictKeyError, checked_array, described
 
@@ -107,10 +106,35 @@ def _check_lengths(owner: str, lengths: Mapping[str, int]) -> None:
                          f'lists must have the same length (or give a single value for all groups)')
 
 
+@runtime_checkable
+class Driven(Protocol):
+    """What a scheduler uses of the optimizer it drives: the public protocol, and nothing else.
+
+    ``param_groups`` (each group's ``['lr']``, ``initial_lr``, ``index``, ``lr_schedule`` and
+    ``assign(name, value)``), ``defaults`` (which momentum a cycling scheduler varies) and
+    ``scheduler_attached(scheduler, cycles, first)``; the optimizer in turn calls the
+    scheduler's ``check_new_group`` and ``group_added``. Every stateopt optimizer has it.
+
+    Examples
+    --------
+    >>> import stateopt
+    >>> from stateopt.schedulers import Driven
+    >>> isinstance(stateopt.SGD(lr=0.1), Driven)
+    True
+    """
+
+    param_groups: Any
+    defaults: Any
+
+    def scheduler_attached(self, scheduler: Any, cycles: str | None = None, first: Any = None) -> None:
+        """Be driven by ``scheduler`` from now on."""
+
+
 def _check_optimizer(value: Any, what: str) -> None:
-    if not isinstance(value, OptaxOptimizer):
+    if not isinstance(value, Driven):
         raise TypeError(f'{what} expects a stateopt optimizer (such as stateopt.SGD(...) or '
-                        f'stateopt.AdamW(...)), got {type(value).__name__}: {value!r}')
+                        f'stateopt.AdamW(...)), or an object with the same param_groups, defaults and '
+                        f'scheduler_attached, got {type(value).__name__}: {value!r}')
 
 
 def _torch_form(init: Callable) -> Callable:
@@ -123,7 +147,7 @@ def _torch_form(init: Callable) -> Callable:
 
     @functools.wraps(init)
     def init_or_torch_form(self: LRScheduler, *args: Any, **kwargs: Any) -> None:
-        if args and (isinstance(args[0], OptaxOptimizer) or hasattr(args[0], 'param_groups')):
+        if args and hasattr(args[0], 'param_groups'):
             optimizer, args = args[0], args[1:]
         elif 'optimizer' in kwargs:
             optimizer = kwargs.pop('optimizer')
@@ -163,7 +187,7 @@ _TYPES = {
     'LRs': 'float or list of float', 'Sequence[int]': 'sequence of int',
     'Sequence[float] | None': 'sequence of float or None', 'Sequence[int] | None': 'sequence of int or None',
     'Callable | Sequence[Callable] | None': 'callable, list of callables or None',
-    'Sequence[LRScheduler]': 'sequence of LRScheduler', 'OptaxOptimizer | None': 'OptaxOptimizer or None',
+    'Sequence[LRScheduler]': 'sequence of LRScheduler', 'Driven | None': 'OptaxOptimizer or None',
     'Callable | None': 'callable or None', 'int | None': 'int or None', 'float | None': 'float or None',
 }
 

@@ -11,9 +11,9 @@ import numpy as np
 import optax
 
 from .._hyper import is_traced
-from .._optimizer import OptaxOptimizer
 from ._base import (
     I32,
+    Driven,
     LRScheduler,
     _check_lengths,
     _check_optimizer,
@@ -324,7 +324,7 @@ class ChainedScheduler(_Composite):
         'optimizer': "The optimizer to drive (torch's form), or ``None``.",
     }
 
-    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: OptaxOptimizer | None = None):
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Driven | None = None):
         self._adopt(schedulers)
         self._setup_composite(0)
         if optimizer is not None:
