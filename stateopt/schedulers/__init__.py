@@ -14,7 +14,10 @@ and :meth:`LRScheduler.next_lr` ``(lr, base, epoch, group)``, the lr after a ste
 step; by default the closed form). The modules hold the rules by family: ``_decay``,
 ``_linear`` (ramps and warm-ups), ``_cosine``, ``_cyclic``, ``_plateau``, ``_lambdas``,
 ``_composite``. Schedulers with counters beyond the step (warm restarts, the plateau, the
-composites) keep that machinery in their own module.
+composites) keep that machinery in their own module. The base (``_base``) holds the rule,
+the counters and the compiled step; its other jobs have a module each: the optimizer
+protocol (``_protocol``), torch's form (``_torch``), state dicts (``_saved``) and the
+Parameters sections (``_docs``), with the shared helpers in ``_common``.
 
 The protocol with an optimizer, all public, one direction each:
 
@@ -30,7 +33,7 @@ The protocol with an optimizer, all public, one direction each:
 any object with that side (not only a stateopt optimizer) can be driven.
 """
 
-from ._base import CurrentLRs, Driven, LRScheduler
+from ._base import CurrentLRs, LRScheduler
 from ._composite import ChainedScheduler, SequentialLR
 from ._cosine import CosineAnnealingLR, CosineAnnealingWarmRestarts, WarmupCosineSchedule
 from ._cyclic import CyclicLR, OneCycleLR
@@ -46,6 +49,7 @@ from ._lambdas import LambdaLR, MultiplicativeLR
 from ._linear import ConstantLR, LinearLR, WarmupScheduler
 from ._plateau import ReduceLROnPlateau
 from ._plot import plot_schedule
+from ._protocol import Driven
 
 #: Every scheduler class of the catalogue, in documentation order.
 SCHEDULERS = [

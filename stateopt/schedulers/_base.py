@@ -1,4 +1,4 @@
-"""The scheduler base: counters in OptimStates, one compiled step, state dicts, the protocol.
+"""The scheduler base: the rule, its counters in OptimStates, and one compiled step.
 
 A schedule overrides the rule: :meth:`LRScheduler.lr_at` (closed form) and, where torch's
 chainable form differs, :meth:`LRScheduler.next_lr`. The rest is machinery, overridden
@@ -12,15 +12,16 @@ composites), each for one moment of a run:
   attachment, or a group added mid-run);
 - ``_values_on_switch(...)``: the values a SequentialLR's next scheduler starts from;
 - ``_schedule_lr(count, base)``: group 0's lr at ``count``, the scheduler as an optax schedule.
+
+The other jobs of the class live beside it, one module each: the optimizer protocol
+(``_protocol.py``), torch's form (``_torch.py``), state dicts (``_saved.py``) and the
+generated Parameters sections (``_docs.py``).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import textwrap
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import brainstate
 import jax
@@ -32,188 +33,15 @@ from .._base import NodeMeta
 from .._groups import to_python as _to_python
 from .._hyper import check_number, inside_jax_transform, is_traced
 from .._state import OptimState, deepcopy_owning_states, is_state
-from .._state_dict import StateDictKeyError, checked_array, described
-
-LRs = float | Sequence[float]
-F32, I32 = jnp.float32, jnp.int32
-
-
-# -- validation and small helpers ------------------------------------------------------------
-
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
-    return int(value)
+from .._state_dict import described
+from ._common import I32, LRs, _check_lengths, _f32, _int, _like, _per_group, _pick
+from ._docs import _document_parameters
+from ._protocol import Driving
+from ._saved import SchedulerStateDicts
+from ._torch import TorchForm, _torch_form
 
 
-def _per_group(name: str, value: Any, **bounds: Any) -> tuple[float, ...]:
-    """A number, or a non-empty list with one number per param group."""
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError(f'{name} must be a number or a non-empty list of numbers, got {value!r}')
-        return tuple(check_number(f'{name}[{i}]', v, **bounds) for i, v in enumerate(value))
-    return (check_number(name, value, **bounds),)
-
-
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ValueError(f'{name} must be one of {", ".join(map(repr, options))}; got {value!r}')
-    return value
-
-
-def _pick(values: Sequence, group: int) -> Any:
-    """The entry of a per-group list for ``group``; groups past its end take the last entry."""
-    return values[min(group, len(values) - 1)]
-
-
-def _f32(value: Any) -> jax.Array:
-    return jnp.asarray(value, F32)
-
-
-def _cos_weight(position: Any, period: Any) -> jax.Array:
-    """``(1 + cos(pi * position / period)) / 2``, as ``sin(pi (period - position) / (2 period))^2``.
-
-    The sine form keeps float32's relative precision where the weight nears zero.
-    """
-    offset = jnp.mod(_f32(period) - _f32(position), 2 * _f32(period))
-    return jnp.square(jnp.sin(jnp.pi / 2 * offset / period))
-
-
-def _tree_where(condition: Any, on_true: Any, on_false: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
-
-
-def _like(new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda n, o: jnp.asarray(n, jnp.result_type(o)), new, old)
-
-
-
-def _group_values(groups: Sequence, momentum_key: str | None) -> dict:
-    """The lrs of ``groups`` and, when a scheduler cycles it, their momentum (or beta1)."""
-    momenta = None
-    if momentum_key == 'betas':
-        momenta = tuple(group['betas'][0] for group in groups)
-    elif momentum_key == 'momentum':
-        momenta = tuple(group['momentum'] for group in groups)
-    return {'lr': tuple(group['lr'] for group in groups), 'momentum': momenta}
-
-
-def _check_lengths(owner: str, lengths: Mapping[str, int]) -> None:
-    """Refuse per-group lists of different lengths: each gives one value per param group."""
-    if len(set(lengths.values())) > 1:
-        shown = ' and '.join(f'{name} has {count}' for name, count in lengths.items())
-        raise ValueError(f'{owner}: {shown} values; a list gives one value per param group, so the '
-                         f'lists must have the same length (or give a single value for all groups)')
-
-
-@runtime_checkable
-class Driven(Protocol):
-    """What a scheduler uses of the optimizer it drives: the public protocol, and nothing else.
-
-    ``param_groups`` (each group's ``['lr']``, ``initial_lr``, ``index``, ``lr_schedule`` and
-    ``assign(name, value)``), ``defaults`` (which momentum a cycling scheduler varies) and
-    ``scheduler_attached(scheduler, cycles, first)``; the optimizer in turn calls the
-    scheduler's ``check_new_group`` and ``group_added``. Every stateopt optimizer has it.
-
-    Examples
-    --------
-    >>> import stateopt
-    >>> from stateopt.schedulers import Driven
-    >>> isinstance(stateopt.SGD(lr=0.1), Driven)
-    True
-    """
-
-    param_groups: Any
-    defaults: Any
-
-    def scheduler_attached(self, scheduler: Any, cycles: str | None = None, first: Any = None) -> None:
-        """Be driven by ``scheduler`` from now on."""
-
-
-def _check_optimizer(value: Any, what: str) -> None:
-    if not isinstance(value, Driven):
-        raise TypeError(f'{what} expects a stateopt optimizer (such as stateopt.SGD(...) or '
-                        f'stateopt.AdamW(...)), or an object with the same param_groups, defaults and '
-                        f'scheduler_attached, got {type(value).__name__}: {value!r}')
-
-
-def _torch_form(init: Callable) -> Callable:
-    """``init``, also accepting torch's form with the optimizer first: ``StepLR(optimizer, 30)``.
-
-    In that form the other arguments follow torch's signature, the scheduler takes each
-    group's base lr from the optimizer (torch's ``initial_lr``) and attaches to it, as
-    ``OptimizerClass(lr=scheduler)`` would.
-    """
-
-    @functools.wraps(init)
-    def init_or_torch_form(self: LRScheduler, *args: Any, **kwargs: Any) -> None:
-        if args and hasattr(args[0], 'param_groups'):
-            optimizer, args = args[0], args[1:]
-        elif 'optimizer' in kwargs:
-            optimizer = kwargs.pop('optimizer')
-        else:
-            if '_base_lr_given' not in vars(self):  # the outermost constructor records it
-                self._base_lr_given = bool(args) or 'base_lr' in kwargs
-            init(self, *args, **kwargs)
-            return
-        self._base_lr_given = False
-        init(self, **type(self)._torch_arguments(optimizer, args, kwargs))
-        self._attach_torch_form(optimizer)
-
-    return init_or_torch_form
-
-
-# -- the Parameters section of each scheduler, from its signature ---------------------------------
-
-#: The docs of the parameters several schedulers share; a class's ``parameter_docs`` adds its own.
-SHARED_PARAMETER_DOCS = {
-    'base_lr': "Group 0's base lr. A list gives one lr per group to a scheduler used on its own; "
-               "attached, each group takes its ``lr`` from ``add_param_group``.",
-    'last_epoch': "Start as if stepped this many times (torch's fresh start, ``last_epoch=-1``, is 0 "
-                  "here).",
-    'gamma': 'The factor the lr is multiplied by at each decay.',
-    'eta_min': 'The lowest lr of the cosine.',
-    'total_iters': 'The steps the rule acts over; the lr stays at its end value after.',
-    'lr_lambda': 'A function ``epoch -> factor`` (traceable with ``jnp``), or one per group.',
-    'warmup_start_lr': 'The lr at step 0 of the warm-up.',
-    'cycle_momentum': "Cycle the momentum (or Adam's beta1) opposite to the lr, when the optimizer "
-                      'has one.',
-    'base_momentum': 'The lowest momentum of the cycle (one value, or one per group).',
-    'max_momentum': 'The highest momentum of the cycle (one value, or one per group).',
-}
-
-#: The annotations as the Parameters sections read them.
-_TYPES = {
-    'LRs': 'float or list of float', 'Sequence[int]': 'sequence of int',
-    'Sequence[float] | None': 'sequence of float or None', 'Sequence[int] | None': 'sequence of int or None',
-    'Callable | Sequence[Callable] | None': 'callable, list of callables or None',
-    'Sequence[LRScheduler]': 'sequence of LRScheduler', 'Driven | None': 'OptaxOptimizer or None',
-    'Callable | None': 'callable or None', 'int | None': 'int or None', 'float | None': 'float or None',
-}
-
-
-def _document_parameters(cls: type) -> None:
-    """Insert the Parameters section, from the signature and the docs tables, before Examples."""
-    doc = cls.__doc__ or ''
-    if 'Parameters\n    ----------' in doc:
-        return
-    docs = {**SHARED_PARAMETER_DOCS, **vars(cls).get('parameter_docs', {})}
-    lines = ['Parameters', '----------']
-    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-        if param.name not in docs:
-            raise TypeError(f'{cls.__name__}: the parameter {param.name!r} has no doc; add it to '
-                            f'{cls.__name__}.parameter_docs')
-        kind = _TYPES.get(str(param.annotation), str(param.annotation))
-        default = '' if param.default is inspect.Parameter.empty else f', default {param.default!r}'
-        lines += [f'{param.name} : {kind}{default}',
-                  *('    ' + line for line in textwrap.wrap(docs[param.name], 84))]
-    section = textwrap.indent('\n'.join(lines), '    ').lstrip() + '\n\n    '  # placed after an indent
-    at = doc.find('Examples\n    --------')
-    cls.__doc__ = doc[:at] + section + doc[at:] if at >= 0 else doc.rstrip() + '\n\n    ' + section
-
-# -- the base -------------------------------------------------------------------------------------
-
-class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
+class LRScheduler(TorchForm, Driving, SchedulerStateDicts, brainstate.graph.Node, metaclass=NodeMeta):
     r"""Base of the schedulers, and the constant schedule ``lr_t = base_lr``.
 
     Each param group ``g`` has a base lr ``b_g`` (torch's ``initial_lr``): ``base_lr``
@@ -290,54 +118,7 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
         return values
 
     # -- torch's form -----------------------------------------------------------------------------
-    @classmethod
-    def _base_from_groups(cls) -> bool:
-        """Whether torch's form takes ``base_lr`` from the optimizer's groups."""
-        return not cls._absolute and 'base_lr' in inspect.signature(cls.__init__).parameters
 
-    @classmethod
-    def _torch_arguments(cls, optimizer: Any, args: tuple, kwargs: dict) -> dict:
-        """The keyword arguments of torch's ``cls(optimizer, *args, **kwargs)``."""
-        name = cls.__name__
-        _check_optimizer(optimizer, f'{name}(optimizer, ...)')
-        names = cls._torch_params
-        if names is None:
-            own = list(inspect.signature(cls.__init__).parameters.values())[1:]
-            names = tuple(p.name for p in own if p.kind is p.POSITIONAL_OR_KEYWORD
-                          and not (p.name == 'base_lr' and cls._base_from_groups()))
-        if len(args) > len(names):
-            raise TypeError(f'{name}(optimizer, ...) takes at most {len(names)} positional arguments '
-                            f'after the optimizer ({", ".join(names)}), got {len(args)}')
-        arguments = dict(zip(names, args))
-        for key in kwargs:
-            if key in arguments:
-                raise TypeError(f'{name}(optimizer, ...) got multiple values for argument {key!r}')
-        arguments.update(kwargs)
-        last_epoch = arguments.pop('last_epoch', -1)
-        if last_epoch != -1:
-            raise ValueError(f'{name}(optimizer, ..., last_epoch={last_epoch!r}): in torch\'s form only '
-                             f'last_epoch=-1 (a fresh start) is accepted; to resume, load the saved state '
-                             f'with load_state_dict (the scheduler\'s or the optimizer\'s)')
-        if cls._base_from_groups():
-            if 'base_lr' in arguments:
-                raise ValueError(f'{name}(optimizer, ..., base_lr=...): in torch\'s form each group\'s base '
-                                 f'lr is its lr in the optimizer; drop base_lr, or write '
-                                 f'{name}(base_lr=..., ...) and pass it as the optimizer\'s lr=')
-            arguments['base_lr'] = optimizer.param_groups[0].initial_lr
-        return arguments
-
-    def _attach_torch_form(self, optimizer: Any) -> None:
-        """Attach to ``optimizer`` after construction in torch's form."""
-        self.attach_optimizer(optimizer)
-
-    def _given_base(self) -> tuple | None:
-        """The base lrs given to the constructor, or ``None`` (not given, or not used)."""
-        return self._base_list if self._base_lr_given and not self._absolute else None
-
-    def _rebase(self, lr: float) -> None:
-        """Take ``lr`` as group 0's base lr (a composite's child, in torch's form)."""
-        if not self._absolute:
-            self._base_list = (lr,)
 
     def _tree(self) -> Iterator[LRScheduler]:
         """This scheduler and, for composites, every scheduler inside it."""
@@ -470,23 +251,6 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
         for holder, value in zip(holders, jax.tree.leaves(state)):
             holder.value = value
 
-    def _read_values(self) -> dict:
-        if self.optimizer is None:
-            return {'lr': tuple(self._lrs.value), 'momentum': None}
-        return _group_values(self.optimizer.param_groups, self._momentum_key)
-
-    def _write_values(self, values: dict, groups: Sequence | None = None) -> None:
-        if self.optimizer is None:
-            self._lrs.value = tuple(values['lr'])
-            return
-        groups = self.optimizer.param_groups if groups is None else groups
-        for group, lr in zip(groups, values['lr']):
-            group.assign('lr', lr)
-        for group, momentum in zip(groups, values['momentum'] or ()):
-            if self._momentum_key == 'betas':
-                group.assign('betas', (momentum, group['betas'][1]))
-            else:
-                group.assign('momentum', momentum)
 
     def _run(self, epoch: Any, metric: Any) -> None:
         """Step the whole scheduler: traced inline under a brainstate trace, else compiled."""
@@ -613,160 +377,6 @@ class LRScheduler(brainstate.graph.Node, metaclass=NodeMeta):
         """Group 0's lr at step ``count``: a scheduler is also an optax schedule."""
         return _f32(self._schedule_lr(jnp.asarray(count), self._root()._bases.value[0]))
 
-    def attach_optimizer(self, optimizer: Any) -> None:
-        """Drive every param group of ``optimizer`` (done by ``OptimizerClass(lr=scheduler)``).
-
-        Each group's lr becomes the schedule's value at the current step for that
-        group's base lr; group 0 continues from this scheduler's own lr. A ``base_lr``
-        list (braintools' form) gives the base lr of the groups it lists, in order;
-        the others take their ``lr``. Afterwards the groups' lr States are the only copy
-        of the lrs.
-
-        A per-group list (``max_lr=[...]``, ``min_lr=[...]``, ...) must have one value
-        per group. While the optimizer has no parameters yet (``OptimizerClass(lr=
-        scheduler)``) it may have more, for the groups still to be added; stepping
-        checks that they all were.
-
-        Raises
-        ------
-        TypeError
-            ``optimizer`` is not a stateopt optimizer.
-        ValueError
-            The scheduler is attached elsewhere, the optimizer has another scheduler or a
-            group with its own lr schedule, a per-group list does not match the groups, or a
-            group cannot vary the momentum this scheduler cycles. Nothing changes.
-        """
-        _check_optimizer(optimizer, f'{type(self).__name__}.attach_optimizer')
-        self._require_root('attach')
-        if self.optimizer is optimizer:
-            return
-        if self.optimizer is not None:
-            raise ValueError(f'this {type(self).__name__} is already attached to another optimizer')
-        groups = optimizer.param_groups
-        for group in groups:
-            if group.lr_schedule is not None:
-                raise ValueError(
-                    f'param group {group.index} has its own lr schedule (lr={group.lr_schedule!r}), which a '
-                    f'scheduler cannot drive; give the optimizer a number lr (torch\'s form takes it as the '
-                    f'base lr), or pass the scheduler as its lr=')
-        self._check_group_lists(len(groups), pending=not any(group.names for group in groups))
-        key = None
-        if self._cycles_momentum:
-            hyperparams = optimizer.defaults
-            key = 'betas' if 'betas' in hyperparams else 'momentum' if 'momentum' in hyperparams else None
-        bases = tuple(_f32(self._group_base(g, self.base_lr if g == 0 else group.initial_lr))
-                      for g, group in enumerate(groups))
-        values = self._joining_values(_group_values(groups, key), bases, tuple(range(len(groups))),
-                                      self._state())
-        own = tuple(self._lrs.value)
-        optimizer.scheduler_attached(self, key, values['momentum'])
-        self.optimizer, self._momentum_key = optimizer, key
-        self._bases.value = bases
-        self._lrs = None
-        self._write_values({**values, 'lr': own + values['lr'][len(own):]})
-        self._bind_children(optimizer)
-
-    def _group_lists(self) -> dict[str, int]:
-        """The per-group list parameters given as lists, ``{name: number of values}``."""
-        return dict(self._listed)
-
-    def _check_group_lists(self, groups: int, pending: bool = False) -> None:
-        """Refuse a per-group list without one value per group (``pending``: more may come)."""
-        for name, count in self._group_lists().items():
-            if count < groups or (count > groups and not pending):
-                raise ValueError(
-                    f'{type(self).__name__}: {name} has {count} values (one per param group), but the '
-                    f'optimizer has {groups} param group{"s" if groups != 1 else ""}; give one value per '
-                    f'group, or a single value for all groups')
-
-    def _bind_children(self, optimizer: Any) -> None:
-        """Composites point their children at ``optimizer``."""
-
-    def check_new_group(self, hyperparams: Mapping) -> None:
-        """Refuse, before the optimizer adds it, a group this scheduler cannot drive.
-
-        Called by the optimizer's ``add_param_group`` with the new group's
-        hyper-parameters; a group past the end of a per-group list is refused.
-
-        Parameters
-        ----------
-        hyperparams : dict
-            The new group's hyper-parameters, checked by the optimizer.
-        """
-        groups = len(self.optimizer.param_groups)
-        for name, count in self._group_lists().items():
-            if count <= groups:
-                raise ValueError(
-                    f'{type(self).__name__}: {name} has {count} values (one per param group) and the '
-                    f'optimizer already has {groups} param group{"s" if groups != 1 else ""}, so a new group '
-                    f'would have none; list one value per group when building the scheduler, or give a '
-                    f'single value for all groups')
-
-    def group_added(self, group: Any) -> None:
-        """Schedule a new group from the current step (the optimizer calls this after ``add_param_group``).
-
-        Parameters
-        ----------
-        group : ParamGroup
-            The new group, ``optimizer.param_groups[-1]``.
-        """
-        index = group.index
-        base = _f32(self._group_base(index, group.initial_lr))
-        self._bases.value = (*self._bases.value, base)
-        values = self._read_values()
-        mine = {'lr': values['lr'][index:index + 1],
-                'momentum': None if values['momentum'] is None else values['momentum'][index:index + 1]}
-        values = self._joining_values(mine, (base,), (index,), self._state())
-        self._write_values(values, [group])
-
-    def state_dict(self) -> dict:
-        """The counters, every group's base lr and current lr, as arrays.
-
-        A scheduler inside a SequentialLR or ChainedScheduler has only its own counters
-        (the composite's ``state_dict()['schedulers'][i]``): the lrs belong to the
-        composite, which (or whose optimizer) a checkpoint should hold.
-        """
-        if self._parent is not None:
-            return self._state()
-        return {**self._state(), 'base_lrs': list(self._bases.value),
-                'lrs': list(self._read_values()['lr'])}
-
-    def check_state_dict(self, state_dict: Any) -> None:
-        """Raise ``KeyError`` or ``ValueError`` naming the entry unless ``state_dict`` fits."""
-        if self._parent is not None:
-            self._checked_counters(state_dict)
-        else:
-            self._check_state_dict(state_dict)
-
-    def _checked_counters(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
-        """A composite's child's state dict (its own counters), checked; raise on any mismatch."""
-        checked = _checked_tree(where, state_dict, self._state())
-        check_number(f"{where}['last_epoch']", checked['last_epoch'], low=0)
-        return checked
-
-    def _check_state_dict(self, state_dict: Any, where: str = 'lr_scheduler') -> dict:
-        """The values of ``state_dict``, checked against this scheduler; raise on any mismatch."""
-        if not isinstance(state_dict, Mapping):
-            raise ValueError(f'{where} must be a dict, got {described(state_dict)}')
-        checked = _checked_tree(where, state_dict, self.state_dict())
-        for key in ('base_lrs', 'lrs'):
-            for i, lr in enumerate(checked[key]):
-                check_number(f'{where}[{key!r}][{i}]', lr, low=0.0)
-        check_number(f"{where}['last_epoch']", checked['last_epoch'], low=0)
-        return checked
-
-    def load_state_dict(self, state_dict: Mapping) -> None:
-        """Restore :meth:`state_dict` output, after checking all of it (nothing changes on error).
-
-        A scheduler inside a SequentialLR or ChainedScheduler restores its own counters only.
-        """
-        if self._parent is not None:
-            self._write_state(self._checked_counters(state_dict))
-            return
-        checked = self._check_state_dict(state_dict)
-        self._write_state({key: value for key, value in checked.items() if key not in ('base_lrs', 'lrs')})
-        self._bases.value = tuple(checked['base_lrs'])
-        self._write_values({'lr': tuple(checked['lrs']), 'momentum': None})
 
     # -- plotting support -----------------------------------------------------------------------
     def _trajectory(self, steps: int) -> np.ndarray:
@@ -834,22 +444,3 @@ class CurrentLRs:
         return f'CurrentLRs({[_to_python(lr) for lr in self.value]!r})'
 
 
-def _checked_tree(where: str, saved: Any, template: Any) -> Any:
-    """``saved`` with ``template``'s structure, shapes and dtypes, or an error naming the entry."""
-    if isinstance(template, Mapping):
-        if not isinstance(saved, Mapping):
-            raise ValueError(f'{where} must be a dict, got {described(saved)}')
-        missing = [f'{where}[{key!r}]' for key in template if key not in saved]
-        if missing:
-            raise StateDictKeyError(f'{", ".join(missing)} is missing from the scheduler state')
-        extra = [f'{where}[{key!r}]' for key in sorted(set(saved) - set(template), key=repr)]
-        if extra:
-            raise StateDictKeyError(f'{", ".join(extra)}: not an entry of this scheduler\'s state; its '
-                                    f'entries are {", ".join(map(repr, template))}')
-        return {key: _checked_tree(f'{where}[{key!r}]', saved[key], sub) for key, sub in template.items()}
-    if isinstance(template, (list, tuple)):
-        if not isinstance(saved, (list, tuple)) or len(saved) != len(template):
-            raise ValueError(f'{where} must be a list of {len(template)} entries (one per param group or '
-                             f'scheduler), got {described(saved)}')
-        return [_checked_tree(f'{where}[{i}]', s, t) for i, (s, t) in enumerate(zip(saved, template))]
-    return checked_array(where, saved, template)

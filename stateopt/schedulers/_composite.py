@@ -11,19 +11,10 @@ import numpy as np
 import optax
 
 from .._hyper import is_traced
-from ._base import (
-    I32,
-    Driven,
-    LRScheduler,
-    _check_lengths,
-    _check_optimizer,
-    _f32,
-    _int,
-    _like,
-    _pick,
-    _tree_where,
-)
+from ._base import LRScheduler
+from ._common import I32, _check_lengths, _f32, _int, _like, _pick, _tree_where
 from ._plateau import _metric_input
+from ._protocol import Driven, _check_optimizer
 
 
 class _Composite(LRScheduler):

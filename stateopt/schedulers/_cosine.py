@@ -9,15 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from .._hyper import check_number, is_traced
-from ._base import (
-    F32,
-    I32,
-    LRs,
-    LRScheduler,
-    _cos_weight,
-    _f32,
-    _int,
-)
+from ._base import LRScheduler
+from ._common import F32, I32, LRs, _cos_weight, _f32, _int
 
 
 class CosineAnnealingLR(LRScheduler):

@@ -9,15 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from .._hyper import check_number
-from ._base import (
-    I32,
-    LRs,
-    LRScheduler,
-    _choice,
-    _f32,
-    _int,
-    _pick,
-)
+from ._base import LRScheduler
+from ._common import I32, LRs, _choice, _f32, _int, _pick
 
 
 class _CyclesMomentum(LRScheduler):

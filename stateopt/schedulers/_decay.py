@@ -9,15 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from .._hyper import check_number
-from ._base import (
-    F32,
-    I32,
-    LRs,
-    LRScheduler,
-    _f32,
-    _int,
-    _per_group,
-)
+from ._base import LRScheduler
+from ._common import F32, I32, LRs, _f32, _int, _per_group
 
 
 class StepLR(LRScheduler):

@@ -7,13 +7,8 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from ._base import (
-    I32,
-    LRs,
-    LRScheduler,
-    _f32,
-    _pick,
-)
+from ._base import LRScheduler
+from ._common import I32, LRs, _f32, _pick
 
 
 class LambdaLR(LRScheduler):

@@ -7,13 +7,9 @@ from typing import Any
 import jax.numpy as jnp
 
 from .._hyper import check_number
-from ._base import (
-    LRs,
-    LRScheduler,
-    _check_optimizer,
-    _f32,
-    _int,
-)
+from ._base import LRScheduler
+from ._common import LRs, _f32, _int
+from ._protocol import _check_optimizer
 
 
 class LinearLR(LRScheduler):

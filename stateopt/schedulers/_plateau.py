@@ -10,16 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from .._hyper import check_number
-from ._base import (
-    F32,
-    I32,
-    LRs,
-    LRScheduler,
-    _choice,
-    _f32,
-    _int,
-    _pick,
-)
+from ._base import LRScheduler
+from ._common import F32, I32, LRs, _choice, _f32, _int, _pick
 
 
 class ReduceLROnPlateau(LRScheduler):

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ._base import LRScheduler, _int
+from ._base import LRScheduler
+from ._common import _int
 
 __all__ = ['plot_schedule']
 
