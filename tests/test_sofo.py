@@ -207,6 +207,25 @@ def test_step_returns_the_loss_before_the_step_eagerly_and_in_jit():
     assert int(opt.step_count) == 4 and float(loss_fn(model(x), y)) < before
 
 
+def test_steps_run_inside_for_loop_as_they_do_one_by_one():
+    x, y = make_data()
+    finals = []
+    for loop in (True, False):
+        states = make_states()
+        opt = stateopt.SOFO(jax_model('tanh', states), jax_loss('mse'), lr=0.3, tangent_size=8, damping=1e-2,
+                            key=KEY)
+        opt.register_trainable_weights(states)
+        if loop:
+            losses = brainstate.transform.for_loop(lambda i, opt=opt: opt.step(x, y), jnp.arange(3))
+        else:
+            losses = jnp.stack([opt.step(x, y) for _ in range(3)])
+        finals.append((np.asarray(losses), flat({k: s.value for k, s in states.items()})))
+        assert int(opt.step_count) == 3
+    (loop_losses, loop_params), (eager_losses, eager_params) = finals
+    assert_close_f32(loop_losses, eager_losses, steps=3 * tolerance_steps(1e-2))
+    assert_close_f32(loop_params, eager_params, steps=3 * tolerance_steps(1e-2))
+
+
 def test_a_fixed_key_gives_the_same_tangents_to_twin_optimizers_and_new_ones_each_step():
     x, y = make_data()
     runs = []
