@@ -2,6 +2,7 @@
 
 from . import functional, optimizers, schedulers, search
 from ._base import Optimizer
+from ._decay import decay_matrices_only
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
 from ._state import OptimState, UniqueStateManager, param_name
@@ -83,7 +84,7 @@ OPTIMIZERS = list(optimizers.__all__)
 
 __all__ = [
     '__version__',
-    'OptimState', 'UniqueStateManager', 'param_name',
+    'OptimState', 'UniqueStateManager', 'param_name', 'decay_matrices_only',
     'Optimizer', 'ScipyOptimizer', 'NevergradOptimizer',
     'SOFO', 'SOFOScan', 'SOFODirection', 'sample_tangents', 'sofo_direction',
     'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',

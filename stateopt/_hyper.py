@@ -20,9 +20,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._decay import decay_mask_value
+
 __all__ = [
     'Hyper', 'Param', 'Hyperparameters', 'REQUIRED', 'LR', 'WEIGHT_DECAY', 'GRAD_CLIP_NORM',
-    'GRAD_CLIP_VALUE', 'MAXIMIZE', 'DECAY_DOCS', 'lr_value',
+    'GRAD_CLIP_VALUE', 'MAXIMIZE', 'WEIGHT_DECAY_MASK', 'DECAY_DOCS', 'lr_value',
     'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
     'optional_positive',
     'unit_interval', 'open_unit_interval', 'flag', 'betas', 'beta_tuple', 'choice', 'positive_int',
@@ -259,6 +261,18 @@ class Hyperparameters:
         return self._rebuilt(lambda p: p.but(default=defaults.pop(p.name)) if p.name in defaults else p,
                              check=defaults)
 
+    def with_keyword(self, param: Param) -> Hyperparameters:
+        """The same table with ``param`` added to the keyword-only parameters, before ``maximize``."""
+        names = [existing.name for existing in self.keyword_only]
+        at = names.index('maximize') if 'maximize' in names else len(names)
+        return Hyperparameters(*self.positional[:len(self.positional) - len(self._clips())],
+                               keyword_only=(*self.keyword_only[:at], param,
+                                             *(p for p in self.keyword_only[at:] if p.name != 'maximize')),
+                               maximize='maximize' in names, clips=self._clips())
+
+    def _clips(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.positional if p.name in ('grad_clip_norm', 'grad_clip_value'))
+
     def without(self, *names: str) -> Hyperparameters:
         """The same table without the parameters ``names``."""
         missing = set(names) - {param.name for param in self.params}
@@ -413,3 +427,8 @@ GRAD_CLIP_VALUE = Param('grad_clip_value', None, optional_positive, 'Clip each g
                         type='float or None')
 MAXIMIZE = Param('maximize', False, flag, 'Ascend the objective instead of descending it.',
                  type='bool', dynamic=False)
+WEIGHT_DECAY_MASK = Param(
+    'weight_decay_mask', None, decay_mask_value, 'Which arrays weight decay acts on: ``None`` (all), a '
+    'function ``(param_name, value) -> bool`` of each array (``stateopt.decay_matrices_only``), or a dict of '
+    '``True``/``False`` keyed like the registered States (an entry for a State covers the arrays in it). '
+    'The algorithm still updates every parameter.', type='callable, dict or None', dynamic=False)

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from ._base import Optimizer
+from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, ParamGroups, lr_shown, to_python
 from ._hyper import (
@@ -21,6 +22,7 @@ from ._hyper import (
     GRAD_CLIP_VALUE,
     LR,
     WEIGHT_DECAY,
+    WEIGHT_DECAY_MASK,
     Hyperparameters,
     Param,
     is_traced,
@@ -331,6 +333,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         """
         hp = {name: to_python(group[name]) if name != 'lr' else group.initial_lr
               for name in self._hyperparams}
+        resolve_decay_mask(hp.get('weight_decay_mask'), values)     # every array has an entry
         try:
             return self._algorithm(hp).init(values)
         except Exception as exc:
@@ -675,12 +678,19 @@ def _is_scheduler(value: Any) -> bool:
 def _declare(cls: type[OptaxOptimizer]) -> None:
     """Make ``cls``'s constructor, hyper-parameter checks and docs from its ``hyperparameters`` table."""
     table = cls.hyperparameters
+    names = [param.name for param in table.params]
+    if 'weight_decay' in names and 'weight_decay_mask' not in names and cls._decay is not None:
+        table = cls.hyperparameters = table.with_keyword(WEIGHT_DECAY_MASK)   # every decaying chain takes one
     signature = table.signature()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as exc:
+            if 'weight_decay_mask' in kwargs and 'weight_decay_mask' not in signature.parameters:
+                raise TypeError(f'{type(self).__name__} applies its weight decay inside its algorithm (not '
+                                f'in the shared chain), so it takes no weight_decay_mask; set '
+                                f'weight_decay=0 to turn the decay off') from None
             raise TypeError(f'{type(self).__name__}(): {exc}; its signature is '
                             f'{type(self).__name__}{inspect.signature(type(self))}') from None
         bound.apply_defaults()

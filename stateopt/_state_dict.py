@@ -300,6 +300,8 @@ class StateDicts:
             if not _in_state_dict(group, key):
                 continue
             entry = f'{where}[{key!r}]'
+            if key not in saved and key in _ADDED_LATER:     # saved before it existed: it had the old value
+                saved = {**saved, key: _ADDED_LATER[key]}
             if key not in saved:
                 raise StateDictKeyError(f'{entry} is missing')
             current, value = group[key], saved[key]
@@ -323,6 +325,10 @@ class StateDicts:
                                     f'hyper-parameters of {type(self).__name__} are '
                                     f'{", ".join(map(repr, self._hyperparams))}')
         return values
+
+
+#: Hyper-parameters added after state dicts were first written, and the value older ones ran with.
+_ADDED_LATER = {'weight_decay_mask': None}
 
 
 def _in_state_dict(group: ParamGroup, key: str) -> bool:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
@@ -74,6 +75,7 @@ def chain_update(
     norm: Any = None,
     extra_args: dict | None = None,
     scale_by_lr: bool = True,
+    decay_mask: Any = None,
 ) -> tuple[Any, Any]:
     """One update of ``params`` by the shared chain around ``algorithm``.
 
@@ -98,6 +100,9 @@ def chain_update(
     scale_by_lr : bool
         False when the algorithm's direction already includes the learning rate
         (then ``p - d``, and ``lr`` only scales decoupled decay).
+    decay_mask : callable, dict or None
+        Which arrays weight decay acts on (see :func:`stateopt._decay.resolve_decay_mask`);
+        the others get no decay, and the algorithm updates them all the same.
 
     Returns
     -------
@@ -119,14 +124,16 @@ def chain_update(
         grads = jax.tree.map(lambda g: jnp.clip(g, -grad_clip_value, grad_clip_value), grads)
     if maximize:
         grads = jax.tree.map(jnp.negative, grads)
+    decayed = resolve_decay_mask(decay_mask, params) if decay is not None else None
     if decay == 'coupled':
-        grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+        grads = jax.tree.map(lambda g, p, on: g + weight_decay * p if on else g, grads, params, decayed)
     algorithm = optax.with_extra_args_support(algorithm)
     direction, new_state = algorithm.update(grads, state, params, **(extra_args or {}))
     step = lr if scale_by_lr else 1.0
     if decay == 'decoupled':
         keep = 1.0 - lr * weight_decay
-        new_params = jax.tree.map(lambda p, d: p * keep - step * d, params, direction)
+        new_params = jax.tree.map(lambda p, d, on: (p * keep if on else p) - step * d, params, direction,
+                                  decayed)
     else:
         new_params = jax.tree.map(lambda p, d: p - step * d, params, direction)
     return cast_like(new_params, params), cast_like(new_state, state)
@@ -331,6 +338,7 @@ class Stepping:
             grad_clip_norm=hp.get('grad_clip_norm'),
             grad_clip_value=hp.get('grad_clip_value'),
             scale_by_lr=not cls._lr_in_algorithm,
+            decay_mask=hp.get('weight_decay_mask'),
         )
 
     def _traced_step(self, plan: Plan, grads: Any, extra: dict) -> None:

@@ -56,6 +56,37 @@ def test_group_overrides_follow_reference(case):
     assert_close_f32(final['b'], want_b, steps=STEPS)
 
 
+def _decays(case) -> bool:
+    """Whether the row's optimizer takes a decay mask and its reference rule takes weight_decay."""
+    import inspect
+    return ('weight_decay_mask' in case.cls._hyperparams
+            and 'weight_decay' in inspect.signature(case.rule).parameters)
+
+
+MASK_CASES = [case for case in CASES if _decays(case)]
+
+
+@pytest.mark.parametrize('mask', ['decay_matrices_only', 'dict'])
+@pytest.mark.parametrize('case', MASK_CASES, ids=[case.id for case in MASK_CASES])
+def test_a_decay_mask_leaves_the_masked_arrays_undecayed_and_still_updated(case, mask):
+    # the masked array follows the rule with weight_decay=0, the other the rule with the decay
+    decay = case.kwargs.get('weight_decay') or 0.1
+    masks = {'decay_matrices_only': stateopt.decay_matrices_only,   # w is (3, 4), b is (5,)
+             'dict': {'w': True, 'b': False}}
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, STEPS, seed=2)
+    opt = case.make(weight_decay=decay, weight_decay_mask=masks[mask]).register_trainable_weights(states)
+    final = run_eager(opt, states, grads)
+    want_w = reference.trajectory(case.rule, start['w'], [g['w'] for g in grads],
+                                  **case.ref_with(weight_decay=decay))[-1]
+    want_b = reference.trajectory(case.rule, start['b'], [g['b'] for g in grads],
+                                  **case.ref_with(weight_decay=0.0))[-1]
+    assert_close_f32(final['w'], want_w, steps=STEPS)
+    assert_close_f32(final['b'], want_b, steps=STEPS)
+    assert not np.array_equal(final['b'], start['b'])       # masked from the decay, not from the update
+
+
 @pytest.mark.parametrize('case', CASES, ids=ids)
 def test_tiny_lr_group_stays_bit_identical(case):
     states = make_params()

@@ -13,7 +13,7 @@ import os
 import stateopt
 
 #: The options of the chain every optimizer runs; a row lists the parameters beyond these.
-SHARED = ('lr', 'weight_decay', 'grad_clip_norm', 'grad_clip_value', 'maximize')
+SHARED = ('lr', 'weight_decay', 'weight_decay_mask', 'grad_clip_norm', 'grad_clip_value', 'maximize')
 
 
 def _source(cls: type, rule: str) -> str:

@@ -26,8 +26,8 @@ from ._loss import EvaluatesLoss
 __all__ = ['Lookahead', 'LookaheadState', 'CompleteBase', 'scale_by_lookahead']
 
 #: The settings of a stateopt base optimizer that Lookahead's own chain takes over, and their "off".
-_CHAIN_SETTINGS = {'weight_decay': 0.0, 'grad_clip_norm': None, 'grad_clip_value': None,
-                   'maximize': False, 'decoupled_weight_decay': False}
+_CHAIN_SETTINGS = {'weight_decay': 0.0, 'weight_decay_mask': None, 'grad_clip_norm': None,
+                   'grad_clip_value': None, 'maximize': False, 'decoupled_weight_decay': False}
 
 
 def _fast_direction(name: str, value: Any) -> Any:

@@ -1,0 +1,100 @@
+"""Weight-decay masks: which parameters the shared chain decays (never which ones the algorithm updates)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._state import param_name
+
+__all__ = ['decay_matrices_only', 'decay_mask_value', 'resolve_decay_mask']
+
+
+def decay_matrices_only(name: str, value: Any) -> bool:
+    """Decay only arrays of two or more dimensions: weight matrices and kernels, not biases or norm scales.
+
+    The usual recipe for transformers (AdamW with ``weight_decay_mask=decay_matrices_only``).
+
+    Parameters
+    ----------
+    name : str
+        The array's name (``'l1.weight.bias'``: the State's name, then the keys inside its value).
+    value : array
+        The array (its number of dimensions decides).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, stateopt
+    >>> stateopt.decay_matrices_only('l1.weight', jnp.zeros((3, 4)))
+    True
+    >>> stateopt.decay_matrices_only('l1.bias', jnp.zeros(4))
+    False
+    """
+    del name
+    return jnp.ndim(value) >= 2
+
+
+def decay_mask_value(name: str, value: Any) -> Any:
+    """The check of ``weight_decay_mask``: ``None``, a function, or a dict tree of ``True``/``False``."""
+    if value is None or callable(value):
+        return value
+    if isinstance(value, Mapping):
+        leaves = jax.tree.leaves(value)
+        if leaves and all(isinstance(leaf, (bool, np.bool_)) for leaf in leaves):
+            return value
+    raise ValueError(f'{name} must be None, a function (param_name, value) -> bool such as '
+                     f'stateopt.decay_matrices_only, or a dict of True/False keyed like the registered '
+                     f'States; got {value!r}')
+
+
+def _key(entry: Any) -> Any:
+    for attribute in ('key', 'idx', 'name'):
+        if hasattr(entry, attribute):
+            return getattr(entry, attribute)
+    return str(entry)
+
+
+def resolve_decay_mask(mask: Callable | Mapping | None, params: Any) -> Any:
+    """A pytree of Python bools shaped like ``params``: whether weight decay acts on each array.
+
+    ``params`` is one param group's ``{param name: value}`` (or any pytree, in the
+    functional API). Each array is named by its path (``'l1.weight'`` and, inside a
+    State holding a dict, ``'l1.weight.bias'``). A function is called with that name and
+    the array and must decide from the name, shape and dtype; a dict mask is read at the
+    array's name, or else at its State's (the first key of the path).
+
+    Raises
+    ------
+    ValueError
+        A dict mask with no entry for an array, or a function whose answer depends on
+        the array's numbers (unknown while the step is traced).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if mask is None:
+        return treedef.unflatten([True] * len(leaves))
+    flat = None if callable(mask) else {param_name(tuple(map(_key, path))): bool(leaf) for path, leaf
+                                        in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    decided = []
+    for path, leaf in leaves:
+        keys = tuple(map(_key, path))
+        name, owner = param_name(keys), param_name(keys[:1])
+        if flat is not None:
+            if name not in flat and owner not in flat:
+                raise ValueError(f'weight_decay_mask has no entry for {owner!r}'
+                                 f'{f" (nor for {name!r})" if name != owner else ""}; give True or False '
+                                 f'for every registered State, or pass a function '
+                                 f'(param_name, value) -> bool')
+            decided.append(flat.get(name, flat.get(owner)))
+            continue
+        answer = mask(name, leaf)
+        try:
+            decided.append(bool(answer))
+        except jax.errors.ConcretizationTypeError:
+            raise ValueError(f'weight_decay_mask({name!r}, value) returned a value computed from the '
+                             f"parameter's numbers, which a compiled step does not know; decide from the "
+                             f'name, shape and dtype (for example stateopt.decay_matrices_only)') from None
+    return treedef.unflatten(decided)
