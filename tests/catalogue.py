@@ -14,6 +14,7 @@ effect other test modules show.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -378,6 +379,12 @@ SHOWN_ELSEWHERE = {
     # the unclipped reference (braintools' signature has them).
     stateopt.Rprop: {'grad_clip_norm', 'grad_clip_value'},
 }
+# test_optimizer.py's decay-mask test runs every row whose class takes a mask and whose reference takes
+# weight_decay: the mask is shown to matter for those rows' classes.
+for _case in CASES:
+    if 'weight_decay_mask' in _case.cls._hyperparams and \
+            'weight_decay' in inspect.signature(_case.rule).parameters:
+        SHOWN_ELSEWHERE[_case.cls] = SHOWN_ELSEWHERE.get(_case.cls, set()) | {'weight_decay_mask'}
 
 #: Constructor arguments each optimizer class must refuse with a ValueError naming the parameter.
 #: This table and CONVERGE keep the documentation order of stateopt.OPTIMIZERS (OptaxOptimizer after

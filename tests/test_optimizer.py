@@ -1,5 +1,7 @@
 """Generic optimizer tests, run over the whole catalogue table."""
 
+import inspect
+
 import brainstate
 import jax
 import jax.numpy as jnp
@@ -57,8 +59,8 @@ def test_group_overrides_follow_reference(case):
 
 
 def _decays(case) -> bool:
-    """Whether the row's optimizer takes a decay mask and its reference rule takes weight_decay."""
-    import inspect
+    """Whether the row's optimizer takes a decay mask and its reference rule takes weight_decay
+    (catalogue.SHOWN_ELSEWHERE counts this test for those classes)."""
     return ('weight_decay_mask' in case.cls._hyperparams
             and 'weight_decay' in inspect.signature(case.rule).parameters)
 
