@@ -11,7 +11,7 @@ import numpy as np
 
 from ._state import param_name
 
-__all__ = ['decay_matrices_only', 'decay_mask_value', 'resolve_decay_mask']
+__all__ = ['decay_matrices_only', 'decay_mask_value', 'resolve_decay_mask', 'decay_mask_fn']
 
 
 def decay_matrices_only(name: str, value: Any) -> bool:
@@ -98,3 +98,24 @@ def resolve_decay_mask(mask: Callable | Mapping | None, params: Any) -> Any:
                              f"parameter's numbers, which a compiled step does not know; decide from the "
                              f'name, shape and dtype (for example stateopt.decay_matrices_only)') from None
     return treedef.unflatten(decided)
+
+
+def decay_mask_fn(mask: Callable | Mapping | None) -> Callable | None:
+    """``mask`` as an optax mask (``params -> tree of bools``), for algorithms that decay inside.
+
+    ``optax.add_decayed_weights(weight_decay, mask=decay_mask_fn(hp['weight_decay_mask']))``
+    decays the arrays the optimizer's ``weight_decay_mask`` selects; ``None`` stays ``None``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, optax
+    >>> from stateopt._decay import decay_mask_fn, decay_matrices_only
+    >>> tx = optax.add_decayed_weights(0.5, mask=decay_mask_fn(decay_matrices_only))
+    >>> params = {'w': jnp.ones((2, 2)), 'b': jnp.ones(2)}
+    >>> updates, _ = tx.update({'w': jnp.zeros((2, 2)), 'b': jnp.zeros(2)}, tx.init(params), params)
+    >>> updates['w'].tolist(), updates['b'].tolist()
+    ([[0.5, 0.5], [0.5, 0.5]], [0.0, 0.0])
+    """
+    if mask is None:
+        return None
+    return lambda params: resolve_decay_mask(mask, params)

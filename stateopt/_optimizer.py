@@ -108,6 +108,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     _decay = 'coupled'
     #: True when the algorithm's direction already includes the learning rate.
     _lr_in_algorithm = False
+    #: True when the algorithm applies weight decay itself (``_decay = None``) and takes
+    #: ``hp['weight_decay_mask']`` there (see :func:`stateopt._decay.decay_mask_fn`).
+    _masks_own_decay = False
     #: The names of the slots of the algorithm's state, ``{name: path in the state}``
     #: (``{'exp_avg': 'mu'}``), as state dicts and checkpoints key them; an undeclared
     #: slot (of a ``tx`` given here) is named by its path. See :mod:`stateopt._slots`.
@@ -679,7 +682,8 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
     """Make ``cls``'s constructor, hyper-parameter checks and docs from its ``hyperparameters`` table."""
     table = cls.hyperparameters
     names = [param.name for param in table.params]
-    if 'weight_decay' in names and 'weight_decay_mask' not in names and cls._decay is not None:
+    if 'weight_decay' in names and 'weight_decay_mask' not in names and (
+            cls._decay is not None or cls._masks_own_decay):
         table = cls.hyperparameters = table.with_keyword(WEIGHT_DECAY_MASK)   # every decaying chain takes one
     signature = table.signature()
 

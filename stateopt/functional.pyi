@@ -212,14 +212,14 @@ def adafactor_step(param: Any, grad: Any, state: Any, *, lr: Any = None, eps: An
 # Lamb
 def lamb_init(params: Any, *, lr: Any = 0.001, betas: Any = (0.9, 0.999), eps: Any = 1e-06,
               weight_decay: Any = 0.0, grad_clip_norm: Any = None, grad_clip_value: Any = None,
-              maximize: Any = False) -> Any: ...
+              weight_decay_mask: Any = None, maximize: Any = False) -> Any: ...
 def lamb_update(grads: Any, state: Any, params: Any, *, lr: Any = 0.001, betas: Any = (0.9, 0.999),
                 eps: Any = 1e-06, weight_decay: Any = 0.0, grad_clip_norm: Any = None,
-                grad_clip_value: Any = None, maximize: Any = False,
+                grad_clip_value: Any = None, weight_decay_mask: Any = None, maximize: Any = False,
                 extra_args: dict | None = None) -> tuple[Any, Any]: ...
 def lamb_step(param: Any, grad: Any, state: Any, *, lr: Any = 0.001, betas: Any = (0.9, 0.999),
               eps: Any = 1e-06, weight_decay: Any = 0.0, grad_clip_norm: Any = None,
-              grad_clip_value: Any = None, maximize: Any = False,
+              grad_clip_value: Any = None, weight_decay_mask: Any = None, maximize: Any = False,
               extra_args: dict | None = None) -> tuple[Any, Any]: ...
 
 # Lars
@@ -380,16 +380,18 @@ def schedule_free_sgd_step(param: Any, grad: Any, state: Any, *, lr: Any = 1.0, 
 def schedule_free_adamw_init(params: Any, *, lr: Any = 0.0025, betas: Any = (0.9, 0.999),
                              eps: Any = 1e-08, weight_decay: Any = 0.0, weight_lr_power: Any = 2.0,
                              grad_clip_norm: Any = None, grad_clip_value: Any = None,
-                             maximize: Any = False) -> Any: ...
+                             weight_decay_mask: Any = None, maximize: Any = False) -> Any: ...
 def schedule_free_adamw_update(grads: Any, state: Any, params: Any, *, lr: Any = 0.0025,
                                betas: Any = (0.9, 0.999), eps: Any = 1e-08, weight_decay: Any = 0.0,
                                weight_lr_power: Any = 2.0, grad_clip_norm: Any = None,
-                               grad_clip_value: Any = None, maximize: Any = False,
+                               grad_clip_value: Any = None, weight_decay_mask: Any = None,
+                               maximize: Any = False,
                                extra_args: dict | None = None) -> tuple[Any, Any]: ...
 def schedule_free_adamw_step(param: Any, grad: Any, state: Any, *, lr: Any = 0.0025,
                              betas: Any = (0.9, 0.999), eps: Any = 1e-08, weight_decay: Any = 0.0,
                              weight_lr_power: Any = 2.0, grad_clip_norm: Any = None,
-                             grad_clip_value: Any = None, maximize: Any = False,
+                             grad_clip_value: Any = None, weight_decay_mask: Any = None,
+                             maximize: Any = False,
                              extra_args: dict | None = None) -> tuple[Any, Any]: ...
 
 # Prodigy

@@ -74,10 +74,10 @@ def test_bad_masks_are_refused_naming_the_fix(mask, error, message):
             {'w': jnp.ones((2, 2))})
 
 
-def test_optimizers_that_decay_inside_their_algorithm_take_no_mask():
-    # Lamb's decay is part of its trust ratio, not of the shared chain
-    with pytest.raises(TypeError, match='Lamb applies its weight decay inside its algorithm'):
-        stateopt.Lamb(weight_decay_mask=stateopt.decay_matrices_only)
+def test_optimizers_whose_decay_is_inside_an_optax_transform_without_a_mask_take_none():
+    # Novograd's decay is inside optax.scale_by_novograd, which has no mask
+    with pytest.raises(TypeError, match='Novograd applies its weight decay inside its algorithm'):
+        stateopt.Novograd(weight_decay_mask=stateopt.decay_matrices_only)
     with pytest.raises(ValueError, match='weight_decay_mask'):
         stateopt.Lookahead(stateopt.AdamW(weight_decay=0.0, weight_decay_mask={'w': False}))
 

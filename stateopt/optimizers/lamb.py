@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optax
 
+from .._decay import decay_mask_fn
 from .._hyper import LR, WEIGHT_DECAY, Hyperparameters
 from .._optimizer import OptaxOptimizer
 from ._common import BETAS, EPS
@@ -32,6 +33,7 @@ class Lamb(OptaxOptimizer):
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS.but(default=1e-6), WEIGHT_DECAY)
     _decay = None
+    _masks_own_decay = True
     slots = {'count': '0.count', 'exp_avg': '0.mu', 'exp_avg_sq': '0.nu'}
     never_negative = ('exp_avg_sq',)
 
@@ -39,5 +41,6 @@ class Lamb(OptaxOptimizer):
     def _algorithm(cls, hp):
         beta1, beta2 = hp['betas']
         return optax.chain(optax.scale_by_adam(beta1, beta2, hp['eps']),
-                           optax.add_decayed_weights(hp['weight_decay']),
+                           optax.add_decayed_weights(hp['weight_decay'],
+                                                     mask=decay_mask_fn(hp.get('weight_decay_mask'))),
                            optax.scale_by_trust_ratio())

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._decay import decay_mask_fn
 from .._hyper import LR, WEIGHT_DECAY, Hyperparameters, Param, check_number, non_negative
 from .._optimizer import OptaxOptimizer
 from .._state import unflatten
@@ -133,6 +134,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
                       'of the running average of ``g²``.'),
         EPS, WEIGHT_DECAY, WEIGHT_LR_POWER)
     _decay = None
+    _masks_own_decay = True
     slots = {**_ScheduleFree.slots, 'base_count': 'base_state.0.count', 'exp_avg_sq': 'base_state.0.nu'}
     never_negative = (*_ScheduleFree.never_negative, 'exp_avg_sq')
 
@@ -150,7 +152,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
         _, beta2 = hp['betas']
         base = optax.chain(
             optax.scale_by_rms(decay=beta2, eps=hp['eps'], eps_in_sqrt=False, bias_correction=True),
-            optax.add_decayed_weights(hp['weight_decay']))
+            optax.add_decayed_weights(hp['weight_decay'], mask=decay_mask_fn(hp.get('weight_decay_mask'))))
         return scale_by_schedule_free(base, hp['lr'], hp['betas'][0], hp['weight_lr_power'])
 
 
