@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._state import param_name
+from ._state import leaves_with_keys, param_name
 
 __all__ = ['decay_matrices_only', 'decay_mask_value', 'resolve_decay_mask', 'decay_mask_fn']
 
@@ -43,19 +43,12 @@ def decay_mask_value(name: str, value: Any) -> Any:
     if value is None or callable(value):
         return value
     if isinstance(value, Mapping):
-        leaves = jax.tree.leaves(value)
+        leaves = [leaf for _, leaf in leaves_with_keys(value)]
         if leaves and all(isinstance(leaf, (bool, np.bool_)) for leaf in leaves):
             return value
     raise ValueError(f'{name} must be None, a function (param_name, value) -> bool such as '
                      f'stateopt.decay_matrices_only, or a dict of True/False keyed like the registered '
                      f'States; got {value!r}')
-
-
-def _key(entry: Any) -> Any:
-    for attribute in ('key', 'idx', 'name'):
-        if hasattr(entry, attribute):
-            return getattr(entry, attribute)
-    return str(entry)
 
 
 def resolve_decay_mask(mask: Callable | Mapping | None, params: Any) -> Any:
@@ -73,14 +66,13 @@ def resolve_decay_mask(mask: Callable | Mapping | None, params: Any) -> Any:
         A dict mask with no entry for an array, or a function whose answer depends on
         the array's numbers (unknown while the step is traced).
     """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    treedef = jax.tree.structure(params)
+    leaves = leaves_with_keys(params)
     if mask is None:
         return treedef.unflatten([True] * len(leaves))
-    flat = None if callable(mask) else {param_name(tuple(map(_key, path))): bool(leaf) for path, leaf
-                                        in jax.tree_util.tree_flatten_with_path(mask)[0]}
+    flat = None if callable(mask) else {param_name(path): bool(leaf) for path, leaf in leaves_with_keys(mask)}
     decided = []
-    for path, leaf in leaves:
-        keys = tuple(map(_key, path))
+    for keys, leaf in leaves:
         name, owner = param_name(keys), param_name(keys[:1])
         if flat is not None:
             if name not in flat and owner not in flat:

@@ -265,13 +265,9 @@ class Hyperparameters:
         """The same table with ``param`` added to the keyword-only parameters, before ``maximize``."""
         names = [existing.name for existing in self.keyword_only]
         at = names.index('maximize') if 'maximize' in names else len(names)
-        return Hyperparameters(*self.positional[:len(self.positional) - len(self._clips())],
-                               keyword_only=(*self.keyword_only[:at], param,
-                                             *(p for p in self.keyword_only[at:] if p.name != 'maximize')),
-                               maximize='maximize' in names, clips=self._clips())
-
-    def _clips(self) -> tuple[Param, ...]:
-        return tuple(p for p in self.positional if p.name in ('grad_clip_norm', 'grad_clip_value'))
+        table = self._rebuilt(lambda p: p)
+        table.keyword_only = (*self.keyword_only[:at], param, *self.keyword_only[at:])
+        return table
 
     def without(self, *names: str) -> Hyperparameters:
         """The same table without the parameters ``names``."""

@@ -336,7 +336,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         """
         hp = {name: to_python(group[name]) if name != 'lr' else group.initial_lr
               for name in self._hyperparams}
-        resolve_decay_mask(hp.get('weight_decay_mask'), values)     # every array has an entry
+        def check_mask(traced: dict) -> None:
+            # every array has an entry, and a function mask decides without the numbers, as in the step
+            resolve_decay_mask(hp.get('weight_decay_mask'), traced)
+
+        jax.eval_shape(check_mask, values)
         try:
             return self._algorithm(hp).init(values)
         except Exception as exc:
@@ -691,7 +695,8 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError as exc:
-            if 'weight_decay_mask' in kwargs and 'weight_decay_mask' not in signature.parameters:
+            if 'weight_decay_mask' in kwargs and 'weight_decay_mask' not in signature.parameters \
+                    and 'weight_decay' in signature.parameters:
                 raise TypeError(f'{type(self).__name__} applies its weight decay inside its algorithm (not '
                                 f'in the shared chain), so it takes no weight_decay_mask; set '
                                 f'weight_decay=0 to turn the decay off') from None
