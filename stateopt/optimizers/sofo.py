@@ -175,7 +175,7 @@ def sofo_direction(
     result = jax.vmap(along)(tangents)
     outputs = _first(result[0])
     output_tangents = result[1]
-    aux = jax.tree.map(lambda leaf: leaf[0], result[2]) if has_aux else None
+    aux = _first(result[2]) if has_aux else None
     if not isinstance(outputs, jax.Array):
         raise TypeError(f'the model of SOFO must return one array of outputs (samples first), got '
                         f'{type(outputs).__name__}')
@@ -201,7 +201,7 @@ def sofo_direction(
 
 
 def _first(batched: Any) -> Any:
-    """The primal outputs of a vmapped jvp (the same for every tangent): the first copy."""
+    """The primal outputs (or aux) of a vmapped jvp, the same for every tangent: the first copy."""
     return jax.tree.map(lambda leaf: leaf[0], batched)
 
 
