@@ -152,3 +152,39 @@ def test_a_scheduler_drives_any_optimizer_that_speaks_the_protocol(form):
     assert [round(float(group['lr']), 6) for group in opt.param_groups] == [0.2, 0.05]
     with pytest.raises(TypeError, match='expects a stateopt optimizer'):
         stateopt.StepLR(base_lr=0.1).attach_optimizer(object())
+
+
+def _composite(kind):
+    if kind == 'SequentialLR':
+        return stateopt.SequentialLR([stateopt.ConstantLR(base_lr=0.8, factor=0.5, total_iters=1),
+                                      stateopt.StepLR(base_lr=0.8, step_size=1, gamma=0.5)], milestones=[1])
+    return stateopt.ChainedScheduler([stateopt.StepLR(base_lr=0.8, step_size=1, gamma=0.5),
+                                      stateopt.ExponentialLR(base_lr=0.8, gamma=0.5)])
+
+
+# Each group's lr after 0, 1 and 2 steps, from torch's rules with base lr b:
+# SequentialLR: ConstantLR (factor 0.5 for 1 step) gives b/2 at step 0; at the milestone StepLR
+# starts fresh (b), then halves each step (b/2).
+# ChainedScheduler: StepLR and ExponentialLR both halve each step, so b, b/4, b/16.
+COMPOSITE_LRS = {'SequentialLR': [0.5, 1.0, 0.5], 'ChainedScheduler': [1.0, 0.25, 0.0625]}
+
+
+@pytest.mark.parametrize('kind', COMPOSITE_LRS)
+def test_a_composite_drives_a_plain_optimizer_through_the_same_protocol(kind):
+    """A composite reaches the optimizer through the calls a plain scheduler uses, and nothing else."""
+    opt = PlainOptimizer([0.8, 0.2])
+    sched = _composite(kind)
+    sched.attach_optimizer(opt)
+    assert opt.driver is sched
+    factors = COMPOSITE_LRS[kind]
+    assert [float(group['lr']) for group in opt.param_groups] == pytest.approx(
+        [0.8 * factors[0], 0.2 * factors[0]], rel=1e-6, abs=0)
+    sched.step()
+    # a group added mid-run joins at the current step with its own base lr
+    opt.param_groups.append(PlainGroup(2, 0.4))
+    sched.check_new_group({'lr': 0.4})
+    sched.group_added(opt.param_groups[-1])
+    assert float(opt.param_groups[2]['lr']) == pytest.approx(0.4 * factors[1], rel=1e-6, abs=0)
+    sched.step()
+    assert [float(group['lr']) for group in opt.param_groups] == pytest.approx(
+        [0.8 * factors[2], 0.2 * factors[2], 0.4 * factors[2]], rel=1e-6, abs=0)

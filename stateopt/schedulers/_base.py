@@ -246,6 +246,12 @@ class LRScheduler(TorchForm, Driving, SchedulerStateDicts, brainstate.graph.Node
     def _state(self) -> dict:
         return jax.tree.map(lambda state: state.value, self._counters(), is_leaf=is_state)
 
+    def _join(self, parent: LRScheduler) -> None:
+        """Become a child of the composite ``parent``: fresh counters; the parent holds the values."""
+        self._parent = parent
+        self._write_state(self._counters_at(0))
+        self._bases = self._lrs = None
+
     def _write_state(self, state: dict) -> None:
         holders = jax.tree.leaves(self._counters(), is_leaf=is_state)
         for holder, value in zip(holders, jax.tree.leaves(state)):

@@ -68,9 +68,7 @@ class _Composite(LRScheduler):
                                  f'scheduler\'s base_lr={_shown(self._base_list)} has a zero, so the ratio '
                                  f'of the two is undefined; give the first scheduler a positive base_lr')
         for child in self._schedulers:
-            child._parent = self
-            child._write_state(child._counters_at(0))
-            child._bases = child._lrs = None
+            child._join(self)
 
     @property
     def schedulers(self) -> list[LRScheduler]:
