@@ -27,6 +27,7 @@ from ._hyper import (
     Param,
     is_traced,
 )
+from ._loop import LOOP_SETTINGS, Loop, accumulator_dtype
 from ._slots import Slot, slots_of
 from ._state import (
     OptimState,
@@ -108,6 +109,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     _decay = 'coupled'
     #: True when the algorithm's direction already includes the learning rate.
     _lr_in_algorithm = False
+    #: Why the optimizer cannot accumulate gradients (it then takes no gradient_accumulation_steps),
+    #: or None: every optimizer stepping on gradients can.
+    _no_accumulation: str | None = None
     #: True when the algorithm applies weight decay itself (``_decay = None``) and takes
     #: ``hp['weight_decay_mask']`` there (see :func:`stateopt._decay.decay_mask_fn`).
     _masks_own_decay = False
@@ -162,6 +166,16 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         self.defaults = self._validated(defaults)
         self._registry = UniqueStateManager()
         self.step_count = OptimState(jnp.zeros((), jnp.int32))
+        self._loop = Loop(self._settings.get('gradient_accumulation_steps', 1),
+                          self._settings.get('skip_nonfinite', False))
+        if self._loop.accumulate > 1:
+            #: the sum of the gradients since the last applied step, one per registered State
+            self.accumulated_grads = OptimState(())
+            #: how many ``update`` calls have been summed into ``accumulated_grads``
+            self.micro_step = OptimState(jnp.zeros((), jnp.int32))
+        if self._loop.skip_nonfinite:
+            #: how many steps were skipped for non-finite gradients
+            self.skipped_steps = OptimState(jnp.zeros((), jnp.int32))
         self._groups: list[ParamGroup] = [ParamGroup(self, [], self.defaults, explicit=False)]
         self.opt_state = OptimState((self._init_group_state(self._groups[0], {}),))
         self._plan: Plan | None = None
@@ -289,6 +303,15 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
     def _commit(self, new: list, moved: list[int], new_group: ParamGroup | None) -> None:
         """Register ``new``, move ``moved`` into ``new_group``, and rebuild the states."""
+        if self._loop.accumulate > 1 and (new or moved):
+            micro = _RAW(self.micro_step)
+            if is_traced(micro) or int(micro) != 0:
+                raise ValueError(
+                    f'{type(self).__name__} has summed the gradients of {micro} of its '
+                    f'{self._loop.accumulate} update calls (gradient_accumulation_steps='
+                    f'{self._loop.accumulate}); register States or add param groups between applied steps '
+                    f'(when opt.micro_step is 0), so that every parameter steps on the mean of the same '
+                    f'calls. Nothing was changed')
         old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
         old_owner = {pos: id(g) for g in self._groups for pos in g._positions}
         start = len(self._registry)
@@ -326,7 +349,21 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 group._positions = changed[id(group)]
         self._groups = groups
         self.opt_state.value = tuple(states)
+        if self._loop.accumulate > 1 and fresh:
+            dtype = self._settings.get('accumulation_dtype')
+            self.accumulated_grads.value = (*_RAW(self.accumulated_grads), *(
+                jax.tree.map(lambda v: jnp.zeros(np.shape(v), accumulator_dtype(v, dtype)),
+                             _RAW(self._registry.states[i])) for i in fresh))
         self._invalidate()
+
+    def _loop_states(self) -> dict:
+        """The loop layer's States (:mod:`stateopt._loop`), ``{name: State}``."""
+        states = {}
+        if self._loop.accumulate > 1:
+            states.update(accumulated_grads=self.accumulated_grads, micro_step=self.micro_step)
+        if self._loop.skip_nonfinite:
+            states['skipped_steps'] = self.skipped_steps
+        return states
 
     def _init_group_state(self, group: ParamGroup, values: dict) -> Any:
         """The algorithm's state for ``values``, the tree ``{param name: value}`` of one group.
@@ -670,12 +707,16 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         shown = ', '.join([f'{k}={lr_shown(self._groups[0]) if k == "lr" else repr(to_python(v))}'
                            for k, v in self.defaults.items() if k != 'tx' or v is not None] +
                           [f'{k}={"<array>" if hasattr(v, "shape") else repr(v)}'
-                           for k, v in self._settings.items() if not callable(v)])
+                           for k, v in self._settings.items() if not callable(v)
+                           and not (k in _LOOP_DEFAULTS and v == _LOOP_DEFAULTS[k])])
         return (f'{type(self).__name__}({shown}; {len(self._registry)} params in '
                 f'{len(self._groups)} groups, step {int(_RAW(self.step_count))})')
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+_LOOP_DEFAULTS = {param.name: param.default for param in LOOP_SETTINGS}
 
 
 def _is_scheduler(value: Any) -> bool:
@@ -689,6 +730,10 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
     if 'weight_decay' in names and 'weight_decay_mask' not in names and (
             cls._decay is not None or cls._masks_own_decay):
         table = cls.hyperparameters = table.with_keyword(WEIGHT_DECAY_MASK)   # every decaying chain takes one
+    for param in LOOP_SETTINGS:     # every optimizer takes the loop settings
+        names = [param.name for param in table.params]
+        if param.name not in names and not (cls._no_accumulation and param.name != 'skip_nonfinite'):
+            table = cls.hyperparameters = table.with_keyword(param)
     signature = table.signature()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -700,6 +745,10 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
                 raise TypeError(f'{type(self).__name__} applies its weight decay inside its algorithm (not '
                                 f'in the shared chain), so it takes no weight_decay_mask; set '
                                 f'weight_decay=0 to turn the decay off') from None
+            refused = type(self)._no_accumulation
+            if refused and {'gradient_accumulation_steps', 'accumulation_dtype'} & set(kwargs):
+                raise TypeError(f'{type(self).__name__} takes no gradient_accumulation_steps: '
+                                f'{refused}') from None
             raise TypeError(f'{type(self).__name__}(): {exc}; its signature is '
                             f'{type(self).__name__}{inspect.signature(type(self))}') from None
         bound.apply_defaults()

@@ -111,6 +111,9 @@ class StateDicts:
             and its hyper-parameters); ``state`` (``{param name: {slot: array}}``, the
             moments); ``group_state`` (per group, the slots no parameter owns, like step
             counts); and ``lr_scheduler`` (the attached scheduler's state, or ``None``).
+            With ``gradient_accumulation_steps > 1``, ``accumulation``: ``{'micro_step':
+            count, 'grads': {param name: summed gradient}}``; with ``skip_nonfinite=True``,
+            ``skipped_steps``.
 
         Notes
         -----
@@ -136,6 +139,12 @@ class StateDicts:
                 else:
                     per_param.setdefault(slot.owner, {})[slot.key] = leaf
             group_state.append(slots)
+        loop = {}
+        if self._loop.accumulate > 1:
+            loop['accumulation'] = {'micro_step': self.micro_step.value,
+                                    'grads': dict(zip(names, self.accumulated_grads.value))}
+        if self._loop.skip_nonfinite:
+            loop['skipped_steps'] = self.skipped_steps.value
         return StateDict({
             'version': LAYOUT_VERSION,
             'optimizer_class': type(self).__name__,
@@ -144,6 +153,7 @@ class StateDicts:
             'state': per_param,
             'group_state': group_state,
             'lr_scheduler': None if self._scheduler is None else self._scheduler.state_dict(),
+            **loop,
         }, base_lr=to_python(self._groups[0].initial_lr))
 
     def load_state_dict(self, state_dict: Mapping, strict: bool = True) -> None:
@@ -167,7 +177,7 @@ class StateDicts:
             loads with a warning, provided its groups, hyper-parameters and slots fit
             this optimizer. Everything else is checked either way.
         """
-        step_count, new_states, hyper_values, scheduler_state, other_class = \
+        step_count, new_states, hyper_values, scheduler_state, other_class, loop_values = \
             self._checked_state_dict(state_dict, strict)
         if other_class is not None:
             warnings.warn(f'loading the state dict of {other_class!r} into {type(self).__name__!r} '
@@ -175,6 +185,8 @@ class StateDicts:
                           f'algorithm wrote them', UserWarning, stacklevel=2)
         self.step_count.value = step_count
         self.opt_state.value = new_states
+        for name, state in self._loop_states().items():
+            state.value = loop_values[name]
         for group, values in zip(self._groups, hyper_values):
             group._hyper.value = {**_RAW(group._hyper), **values}
         if self._scheduler is not None:
@@ -188,7 +200,8 @@ class StateDicts:
         """What :meth:`load_state_dict` writes, after checking all of it.
 
         ``(step count, optimizer states, dynamic hyper-parameters per group, scheduler
-        state, the other optimizer class whose state dict this is or None)``.
+        state, the other optimizer class whose state dict this is or None, the loop
+        layer's States' values ``{name: value}``)``.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f'load_state_dict expects a dict (what state_dict() returns), got '
@@ -200,10 +213,12 @@ class StateDicts:
         if missing:
             raise StateDictKeyError(f'the state dict has no {", ".join(missing)}; pass what '
                                     f'state_dict() returns')
-        unknown = sorted(map(repr, set(state_dict) - {*required, 'optimizer_class', 'version'}))
+        optional = ('optimizer_class', 'version', 'accumulation', 'skipped_steps')
+        unknown = sorted(map(repr, set(state_dict) - {*required, *optional}))
         if unknown:
             raise StateDictKeyError(f'the state dict has the unknown entries {", ".join(unknown)}; its '
-                                    f'entries are version, optimizer_class, {", ".join(required)}')
+                                    f'entries are version, optimizer_class, {", ".join(required)}, and '
+                                    f'accumulation and skipped_steps where the optimizer has them')
         version = _checked_version(state_dict.get('version', 1))
         other_class = self._checked_class(state_dict, strict)
         step_count = _checked_slot('step_count', state_dict['step_count'], _RAW(self.step_count),
@@ -260,7 +275,70 @@ class StateDicts:
                                  f'{type(self._scheduler).__name__}); the state dict was saved from an '
                                  f'optimizer without one')
             self._scheduler.check_state_dict(scheduler_state)
-        return step_count, tuple(new_states), hyper_values, scheduler_state, other_class
+        loop_values = self._checked_loop(state_dict)
+        return step_count, tuple(new_states), hyper_values, scheduler_state, other_class, loop_values
+
+    def _checked_loop(self, state_dict: Mapping) -> dict:
+        """The values of the loop layer's States (:mod:`stateopt._loop`) in ``state_dict``, checked.
+
+        A state dict saved without them (another setting, or before they existed) had no
+        summed gradients and no skipped steps; one with summed gradients pending loads only
+        into an optimizer that accumulates as many calls.
+        """
+        values = {}
+        skipped = state_dict.get('skipped_steps')
+        if self._loop.skip_nonfinite:
+            now = _RAW(self.skipped_steps)
+            values['skipped_steps'] = (jnp.zeros_like(now) if skipped is None else
+                                       _checked_slot('skipped_steps', skipped, now, None))
+        elif skipped is not None:
+            raise ValueError(f'the state dict has skipped_steps ({described(skipped)}), but this '
+                             f'{type(self).__name__} does not skip non-finite steps; build it with '
+                             f'skip_nonfinite=True to keep the count')
+        saved = state_dict.get('accumulation')
+        if saved is None and self._loop.accumulate == 1:
+            return values
+        if saved is not None and (not isinstance(saved, Mapping) or set(saved) != {'micro_step', 'grads'}):
+            raise ValueError(f"accumulation must be a dict {{'micro_step': count, 'grads': {{param name: "
+                             f"array}}}}, got {described(saved)}")
+        if self._loop.accumulate == 1:
+            micro = _checked_slot('accumulation[\'micro_step\']', saved['micro_step'],
+                                  jnp.zeros((), jnp.int32), None)
+            if int(micro) != 0:
+                raise ValueError(f'the state dict holds the gradients of {int(micro)} update calls not yet '
+                                 f'stepped on (accumulation[\'micro_step\']), but this {type(self).__name__} '
+                                 f'does not accumulate; build it with the gradient_accumulation_steps it was '
+                                 f'saved with, or save at an applied step')
+            return values
+        current = _RAW(self.accumulated_grads)
+        if saved is None:
+            values.update(micro_step=jnp.zeros_like(_RAW(self.micro_step)),
+                          accumulated_grads=jax.tree.map(jnp.zeros_like, current))
+            return values
+        micro = _checked_slot('accumulation[\'micro_step\']', saved['micro_step'], _RAW(self.micro_step),
+                              None)
+        if not is_traced(micro) and int(micro) >= self._loop.accumulate:
+            raise ValueError(f'accumulation[\'micro_step\'] is {int(micro)}, but this {type(self).__name__} '
+                             f'steps every {self._loop.accumulate} calls (gradient_accumulation_steps), so '
+                             f'at most {self._loop.accumulate - 1} are summed between steps')
+        names = self._registry.names
+        grads = saved['grads']
+        if not isinstance(grads, Mapping) or set(grads) != set(names):
+            got = sorted(map(repr, grads)) if isinstance(grads, Mapping) else described(grads)
+            raise StateDictKeyError(f"accumulation['grads'] must hold one summed gradient per registered "
+                                    f"param ({', '.join(map(repr, names))}), got {got}")
+        restored = []
+        for name, now in zip(names, current):
+            leaves, treedef = jax.tree.flatten(now)
+            got, got_def = jax.tree.flatten(grads[name])
+            if got_def != treedef:
+                raise ValueError(f"accumulation['grads'][{name!r}] has the structure {got_def}, expected "
+                                 f'{treedef}')
+            restored.append(treedef.unflatten([
+                _checked_slot(f"accumulation['grads'][{name!r}]", value, like, None)
+                for value, like in zip(got, leaves)]))
+        values.update(micro_step=micro, accumulated_grads=tuple(restored))
+        return values
 
     def _checked_class(self, state_dict: Mapping, strict: bool) -> str | None:
         """The other optimizer class that wrote ``state_dict`` (None if this one), if allowed."""

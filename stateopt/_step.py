@@ -35,6 +35,7 @@ from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
 from ._hyper import inside_jax_transform, is_traced
+from ._loop import Loop, run_loop
 from ._state import ReadableKeyError, leaves_with_keys, shown_key
 
 __all__ = ['Stepping', 'chain_update']
@@ -165,6 +166,7 @@ class _StepSpec:
     any_clip_norm: bool
     opt_treedef: Any        # structure of the optimizer state, passed as a list of leaves
     mixed_keys: bool = False  # keys of different types at one level: grads are selected before the step
+    loop: Loop = Loop()     # gradient accumulation and non-finite skipping around the step (_loop.py)
 
 
 @dataclass(eq=False)
@@ -185,14 +187,14 @@ def _shared_step(spec: _StepSpec) -> Callable:
 
 
 def _compile_step(spec: _StepSpec) -> Callable:
-    def compiled(params, grads, opt_leaves, hypers, count, extra, static_extra):
+    def compiled(params, grads, opt_leaves, hypers, count, counters, extra, static_extra):
         # the optimizer state travels as a flat list of leaves: no dict keys to sort per call
-        new_params, new_states, count = spec.optimizer._pure_step(
-            spec, params, grads, spec.opt_treedef.unflatten(opt_leaves), hypers, count,
+        new_params, new_states, count, counters = spec.optimizer._pure_step(
+            spec, params, grads, spec.opt_treedef.unflatten(opt_leaves), hypers, count, counters,
             {**extra, **dict(static_extra)})
-        return new_params, jax.tree.leaves(new_states), count
+        return new_params, jax.tree.leaves(new_states), count, counters
 
-    return jax.jit(compiled, donate_argnums=(0, 2), static_argnums=(6,))
+    return jax.jit(compiled, donate_argnums=(0, 2, 5), static_argnums=(7,))
 
 
 class NothingRegisteredError(RuntimeError, ValueError):
@@ -283,6 +285,7 @@ class Stepping:
             any_clip_norm=any('grad_clip_norm' in _RAW(g._hyper) for g in self._groups),
             opt_treedef=jax.tree.structure(_RAW(self.opt_state)),
             mixed_keys=_mixed_keys(registry.paths + tuple(path for path, _ in registry.aliases.items())),
+            loop=self._loop,
         )
         try:
             compiled = _shared_step(spec)
@@ -302,29 +305,39 @@ class Stepping:
         return cache
 
     @classmethod
-    def _pure_step(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, extra):
-        """The whole update as a pure function of arrays (traced once per structure)."""
+    def _pure_step(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, counters, extra):
+        """The whole update as a pure function of arrays (traced once per structure).
+
+        ``counters`` is the loop layer's state (:mod:`stateopt._loop`); returns
+        ``(params, optimizer states, count, counters)``.
+        """
         _check_params(spec, params)
         grad_values = list(grads) if spec.mixed_keys else _select_grads(spec, grads)
-        norm = global_norm(grad_values) if spec.any_clip_norm else None
-        new_params = list(params)
-        new_states = []
-        for (positions, static, schedule), state, hyper in zip(spec.groups, opt_states, hypers):
-            if not positions:
+
+        def step(grad_values: list) -> tuple:
+            norm = global_norm(grad_values) if spec.any_clip_norm else None
+            new_params = list(params)
+            new_states = []
+            for (positions, static, schedule), state, hyper in zip(spec.groups, opt_states, hypers):
+                if not positions:
+                    new_states.append(state)
+                    continue
+                hp = {**dict(static), **hyper}
+                if schedule is not None:
+                    hp['lr'] = jnp.asarray(schedule(count), jnp.float32)
+                group_params = {spec.names[i]: params[i] for i in positions}
+                group_grads = {spec.names[i]: grad_values[i] for i in positions}
+                updated, state = chain_update(
+                    cls._algorithm(hp), group_grads, state, group_params,
+                    norm=norm, extra_args=extra, **cls._chain_options(hp))
+                for i in positions:
+                    new_params[i] = updated[spec.names[i]]
                 new_states.append(state)
-                continue
-            hp = {**dict(static), **hyper}
-            if schedule is not None:
-                hp['lr'] = jnp.asarray(schedule(count), jnp.float32)
-            group_params = {spec.names[i]: params[i] for i in positions}
-            group_grads = {spec.names[i]: grad_values[i] for i in positions}
-            updated, state = chain_update(
-                cls._algorithm(hp), group_grads, state, group_params,
-                norm=norm, extra_args=extra, **cls._chain_options(hp))
-            for i in positions:
-                new_params[i] = updated[spec.names[i]]
-            new_states.append(state)
-        return tuple(new_params), tuple(new_states), optax.safe_increment(count)
+            return tuple(new_params), tuple(new_states), optax.safe_increment(count)
+
+        if not spec.loop.active:
+            return (*step(grad_values), counters)
+        return run_loop(spec.loop, step, tuple(params), grad_values, tuple(opt_states), count, counters)
 
     @classmethod
     def _chain_options(cls, hp: Mapping[str, Any]) -> dict:
@@ -347,12 +360,16 @@ class Stepping:
         hypers = tuple(group._hyper.value for group in self._groups)
         if plan.spec.mixed_keys:
             grads = _select_grads(plan.spec, grads)
-        new_params, new_states, count = self._pure_step(
-            plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, extra)
+        loop_states = self._loop_states()
+        counters = {name: state.value for name, state in loop_states.items()}
+        new_params, new_states, count, counters = self._pure_step(
+            plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, counters, extra)
         for state, value in zip(plan.states, new_params):
             state.value = value
         self.opt_state.value = new_states
         self.step_count.value = count
+        for name, state in loop_states.items():
+            state.value = counters[name]
 
     def _eager_step(self, plan: Plan, grads: Any, extra: dict) -> None:
         """Outside any trace: one call of the cached jit, reusing the buffers it replaces."""
@@ -366,9 +383,11 @@ class Stepping:
         static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
         if plan.spec.mixed_keys:  # JAX cannot sort such a dict: pass the gradients in registration order
             grads = _select_grads(plan.spec, grads)
+        loop_states = self._loop_states()
+        counters = {name: _owned(state) for name, state in loop_states.items()}
         try:
-            new_params, new_leaves, count = plan.compiled(
-                tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), arrays, static)
+            new_params, new_leaves, count, counters = plan.compiled(
+                tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), counters, arrays, static)
         except TypeError:   # not arrays: say what grads should be (nothing was donated)
             _select_grads(plan.spec, grads)
             raise
@@ -376,6 +395,8 @@ class Stepping:
         write_back(plan.states, new_params)
         store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
         write_back((self.step_count,), (count,))
+        for name, state in loop_states.items():
+            store_leaves(state, jax.tree.structure(counters[name]), jax.tree.leaves(counters[name]))
 
     def _check_scheduled_lrs(self, plan: Plan) -> None:
         """Refuse, before anything changes, a schedule that gives a negative or NaN lr now."""
@@ -387,6 +408,11 @@ class Stepping:
                     f'the lr schedule of param group {index} gives lr={lr} at step {int(count)}; a '
                     f'learning rate must be >= 0 (a negative one climbs the loss). Nothing was changed: '
                     f'fix the schedule (for example the end value of optax.linear_schedule)')
+
+
+def _owned(state: Any) -> Any:
+    """An optimizer-owned State's value, safe to donate (leaves the caller may hold are copies)."""
+    return jax.tree.structure(_RAW(state)).unflatten(owned_leaves(state))
 
 
 # -- checking what a step is given ----------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import test_catalogue as generic_catalogue
 import test_optimizer as generic
 from catalogue import GROUP_CASES, grad_sequence
-from conftest import SHAPES, assert_close_f32, make_params, values
+from conftest import SHAPES, assert_close_f32, assert_same, make_params, values
 
 import stateopt
 from stateopt import functional as F
@@ -116,3 +116,29 @@ def test_group_functional_update_matches_class_and_reference(case):
     got, [(keys, want)] = run_group(case, 'objective', 8)
     assert_close_f32(flat(params, keys), want, steps=8)
     assert_close_f32(got, params, steps=8)            # the class compiles its own step
+
+
+@pytest.mark.parametrize('case', GROUP_CASES, ids=group_ids)
+def test_group_rows_accumulate_and_skip_along_the_reference(case):
+    """3 calls whose gradients average to the objective's make one reference step; a cycle with a NaN
+    is skipped whole (the mean holds it) and counted."""
+    steps, rng = 8, np.random.default_rng(5)
+    states = make_params()
+    opt = case.make(gradient_accumulation_steps=3, skip_nonfinite=True).register_trainable_weights(
+        {k: states[k] for k in ('w', 'b')})
+    for step in range(steps + 1):
+        grads = objective_gradient(values(states))
+        noise = [{k: 0.1 * rng.standard_normal(SHAPES[k]) for k in SHAPES} for _ in range(2)]
+        noise.append({k: -(noise[0][k] + noise[1][k]) for k in SHAPES})    # the three sum to zero
+        before = values(states)
+        for call, n in enumerate(noise):
+            g = {k: np.asarray(grads[k] + n[k], np.float32) for k in SHAPES}
+            if step == 4 and call == 1:
+                g['b'][0] = np.nan
+            opt.update({k: jnp.asarray(v) for k, v in g.items()})
+        if step == 4:
+            assert_same(values(states), before)
+    assert (int(opt.step_count.value), int(opt.skipped_steps.value)) == (steps, 1)
+    _, [(keys, want)] = run_group(case, 'objective', steps)
+    # the mean of three float32 gradients carries a few ulps of them
+    assert_close_f32(flat(values(states), keys), want, steps=steps + 2)

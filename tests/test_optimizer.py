@@ -619,3 +619,61 @@ def test_state_hooks_still_run_on_eager_steps():
     opt = stateopt.SGD(lr=0.1).register_trainable_weights({'w': w})
     opt.update({'w': jnp.array([1.0, 1.0])})
     assert_close_f32(w.value, np.array([0.0, 0.9]))
+
+
+# -- the loop layer: gradient accumulation and non-finite skipping (stateopt/_loop.py) -------------
+
+ACCUMULATE = 3
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_accumulated_micro_steps_step_once_on_the_mean_gradient(case):
+    """k update calls = one step of the reference rule on their mean; the calls between change nothing."""
+    states = make_params()
+    start = values(states)
+    micro = grad_sequence(SHAPES, STEPS, seed=3)
+    means = [{key: np.mean([g[key] for g in micro[i:i + ACCUMULATE]], axis=0, dtype=np.float64)
+              for key in SHAPES} for i in range(0, STEPS, ACCUMULATE)]
+    opt = case.make(gradient_accumulation_steps=ACCUMULATE).register_trainable_weights(states)
+    got = []
+    for call, g in enumerate(micro):
+        before = values(states)
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+        if (call + 1) % ACCUMULATE:
+            assert_same(values(states), before)     # waiting: not one bit moves
+            assert int(opt.micro_step.value) == (call + 1) % ACCUMULATE
+        else:
+            got.append(values(states))
+    assert int(opt.step_count.value) == STEPS // ACCUMULATE
+    for key in SHAPES:
+        want = reference.trajectory(case.rule, start[key], [m[key] for m in means], **case.ref)
+        for step, (w, h) in enumerate(zip(want, got)):
+            # the mean is summed in float32 here (rounding of order STEPS ulps of the gradient)
+            assert_close_f32(h[key], w, steps=step + 2, err_msg=f'{case.id} {key} step {step + 1}')
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_a_nonfinite_step_is_skipped_and_counted(case):
+    """A NaN or an inf gradient changes nothing but skipped_steps; the run is the reference without it."""
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, STEPS, seed=4)
+    bad = {3: ('w', np.nan), 7: ('b', np.inf)}
+    opt = case.make(skip_nonfinite=True).register_trainable_weights(states)
+    for step, g in enumerate(grads):
+        g = {k: np.array(v) for k, v in g.items()}
+        if step in bad:
+            key, value = bad[step]
+            g[key].flat[1] = value
+            before, moments = values(states), jax.tree.leaves(opt.opt_state.value)
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+        if step in bad:
+            assert_same(values(states), before)
+            for now, then in zip(jax.tree.leaves(opt.opt_state.value), moments):
+                np.testing.assert_array_equal(np.asarray(now), np.asarray(then))
+    assert int(opt.skipped_steps.value) == len(bad)
+    assert int(opt.step_count.value) == STEPS - len(bad)
+    kept = [g for step, g in enumerate(grads) if step not in bad]
+    for key in SHAPES:
+        want = reference.trajectory(case.rule, start[key], [g[key] for g in kept], **case.ref)[-1]
+        assert_close_f32(values(states)[key], want, steps=len(kept), err_msg=case.id)

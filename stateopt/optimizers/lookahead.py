@@ -28,6 +28,8 @@ __all__ = ['Lookahead', 'LookaheadState', 'CompleteBase', 'scale_by_lookahead']
 #: The settings of a stateopt base optimizer that Lookahead's own chain takes over, and their "off".
 _CHAIN_SETTINGS = {'weight_decay': 0.0, 'weight_decay_mask': None, 'grad_clip_norm': None,
                    'grad_clip_value': None, 'maximize': False, 'decoupled_weight_decay': False}
+#: The loop settings (of the whole optimizer) Lookahead takes itself, and their "off".
+_LOOP_SETTINGS = {'gradient_accumulation_steps': 1, 'accumulation_dtype': None, 'skip_nonfinite': False}
 
 
 def _fast_direction(name: str, value: Any) -> Any:
@@ -40,6 +42,8 @@ def _fast_direction(name: str, value: Any) -> Any:
                              f'e.g. stateopt.Adam()')
         unused = [f'{key}={to_python(value.defaults[key])!r}' for key, off in _CHAIN_SETTINGS.items()
                   if value.defaults.get(key, off) != off]
+        unused += [f'{key}={getattr(value, key)!r}' for key, off in _LOOP_SETTINGS.items()
+                   if key in type(value).hyperparameters.settings() and getattr(value, key) != off]
         default_lr = type(value).hyperparameters['lr'].default
         if value.schedulers or value.defaults['lr'] != default_lr:
             unused.append(f'lr={(value.schedulers or [to_python(value.defaults["lr"])])[0]!r}')

@@ -388,6 +388,9 @@ class SOFO(MomentumBuffer, OptaxOptimizer):
         return steps[what](*call)
 
     _call_shown = '(inputs, targets)'
+    _no_accumulation = ('SOFO solves for its direction on each batch, and the mean of the directions of '
+                        'k batches is not the direction of the k batches together; give it the larger '
+                        'batch instead')
     _target_name = 'model'
 
     def _step(self, *call: Any) -> Any:
