@@ -2,6 +2,9 @@
 in state dicts and checkpoints, and what they refuse. The catalogue-wide numbers are in
 test_optimizer.py and test_group_coupled.py."""
 
+import os
+import re
+
 import brainstate
 import jax.numpy as jnp
 import numpy as np
@@ -250,3 +253,14 @@ def test_an_lr_schedule_sees_applied_steps():
         opt.update({'w': jnp.ones(SHAPES['w'])})
     # steps at counts 0 and 1: lr 0.1 then 0.2, each on the mean gradient 1
     assert_close_f32(values(states)['w'], start - 0.3, steps=2)
+
+
+@pytest.mark.parametrize('page', ['accumulation.md', 'skipping.md'])
+def test_the_guide_pages_code_runs_as_written(page):
+    """The pages' python blocks, run in order in one namespace (their asserts check the numbers)."""
+    with open(os.path.join(os.path.dirname(__file__), '..', 'docs', page)) as f:
+        blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+    assert blocks
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, page, 'exec'), namespace)
