@@ -18,6 +18,7 @@ from itertools import repeat
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._decay import decay_mask_value
@@ -28,6 +29,7 @@ __all__ = [
     'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
     'optional_positive',
     'unit_interval', 'open_unit_interval', 'flag', 'betas', 'beta_tuple', 'choice', 'positive_int',
+    'floating_dtype',
 ]
 
 
@@ -394,6 +396,20 @@ def choice(*options: str) -> Callable[[str, Any], str]:
         return value
 
     return check
+
+
+def floating_dtype(name: str, value: Any) -> Any:
+    """A floating numpy dtype (``jnp.float32``, ``'bfloat16'``, ...), or None."""
+    if value is None:
+        return None
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f'{name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None, got '
+                         f'{getattr(dtype, "name", None) or repr(value)}')
+    return dtype
 
 
 def positive_int(name: str, value: Any) -> int:

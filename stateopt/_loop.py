@@ -24,27 +24,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from ._hyper import Param, flag, positive_int
+from ._hyper import Param, flag, floating_dtype, positive_int
 
 __all__ = ['SKIP_NONFINITE', 'GRADIENT_ACCUMULATION_STEPS', 'ACCUMULATION_DTYPE', 'LOOP_SETTINGS', 'Loop',
            'accumulator_dtype', 'run_loop']
-
-
-def _dtype_or_none(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        dtype = np.dtype(value)
-    except TypeError:
-        raise ValueError(f'{name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None, got '
-                         f'{value!r}') from None
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f'{name} must be a floating dtype (jnp.float32, jnp.bfloat16, ...) or None, got '
-                         f'{dtype.name}: gradients are summed in it')
-    return dtype
 
 
 SKIP_NONFINITE = Param(
@@ -56,7 +41,7 @@ GRADIENT_ACCUMULATION_STEPS = Param(
     'mean of their gradients (summed in ``accumulated_grads``, one array per parameter); the calls between '
     'change neither parameters, moments nor ``step_count``.', type='int', dynamic=False, scope='optimizer')
 ACCUMULATION_DTYPE = Param(
-    'accumulation_dtype', None, _dtype_or_none, 'The dtype gradients are summed in (``None``: each '
+    'accumulation_dtype', None, floating_dtype, 'The dtype gradients are summed in (``None``: each '
     "parameter's dtype, at least float32).", type='dtype or None', dynamic=False, scope='optimizer')
 #: The loop settings every optimizer's constructor takes, in signature order.
 LOOP_SETTINGS = (GRADIENT_ACCUMULATION_STEPS, ACCUMULATION_DTYPE, SKIP_NONFINITE)

@@ -28,6 +28,7 @@ from ._hyper import (
     is_traced,
 )
 from ._loop import LOOP_SETTINGS, Loop, accumulator_dtype
+from ._precision import PRECISION_SETTINGS, master_of, working_value
 from ._slots import Slot, slots_of
 from ._state import (
     OptimState,
@@ -112,6 +113,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     #: Why the optimizer cannot accumulate gradients (it then takes no gradient_accumulation_steps),
     #: or None: every optimizer stepping on gradients can.
     _no_accumulation: str | None = None
+    #: Why the optimizer's per-parameter state cannot be stored in a narrower dtype (it then takes
+    #: no state_dtype), or None.
+    _no_state_dtype: str | None = None
     #: True when the algorithm applies weight decay itself (``_decay = None``) and takes
     #: ``hp['weight_decay_mask']`` there (see :func:`stateopt._decay.decay_mask_fn`).
     _masks_own_decay = False
@@ -176,6 +180,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         if self._loop.skip_nonfinite:
             #: how many steps were skipped for non-finite gradients
             self.skipped_steps = OptimState(jnp.zeros((), jnp.int32))
+        if self._settings.get('master_dtype') is not None:
+            #: per registered State, the master copy of each of its arrays (None: no master)
+            self.master_params = OptimState(())
         self._groups: list[ParamGroup] = [ParamGroup(self, [], self.defaults, explicit=False)]
         self.opt_state = OptimState((self._init_group_state(self._groups[0], {}),))
         self._plan: Plan | None = None
@@ -349,6 +356,10 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 group._positions = changed[id(group)]
         self._groups = groups
         self.opt_state.value = tuple(states)
+        master = self._settings.get('master_dtype')
+        if master is not None and fresh:
+            self.master_params.value = (*_RAW(self.master_params), *(
+                self._master_of(_RAW(self._registry.states[i]), master) for i in fresh))
         if self._loop.accumulate > 1 and fresh:
             dtype = self._settings.get('accumulation_dtype')
             self.accumulated_grads.value = (*_RAW(self.accumulated_grads), *(
@@ -356,9 +367,28 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                              _RAW(self._registry.states[i])) for i in fresh))
         self._invalidate()
 
-    def _loop_states(self) -> dict:
-        """The loop layer's States (:mod:`stateopt._loop`), ``{name: State}``."""
+    @staticmethod
+    def _master_of(value: Any, master: Any) -> tuple | None:
+        masters = master_of(value, master)
+        return None if all(entry is None for entry in masters) else masters
+
+    def _working_values(self, positions: list[int]) -> dict:
+        """``{param name: value}`` the step works on (the master copies, where there are)."""
+        names, states = self._registry.names, self._registry.states
+        master = self._settings.get('master_dtype')
+        if master is None:
+            return {names[i]: _RAW(states[i]) for i in positions}
+        masters = _RAW(self.master_params)     # a State registered now has none yet: made from its value
+        return {names[i]: working_value(value, masters[i] if i < len(masters) else
+                                        self._master_of(value, master))
+                for i in positions for value in [_RAW(states[i])]}
+
+    def _step_states(self) -> dict:
+        """The optimizer's States the step carries besides its state and count, ``{name: State}``:
+        the loop layer's (:mod:`stateopt._loop`) and the master weights (:mod:`stateopt._precision`)."""
         states = {}
+        if 'master_params' in vars(self):
+            states['master_params'] = self.master_params
         if self._loop.accumulate > 1:
             states.update(accumulated_grads=self.accumulated_grads, micro_step=self.micro_step)
         if self._loop.skip_nonfinite:
@@ -398,8 +428,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
         So does every group slot (a step count) of the group ``source`` it comes from.
         """
-        names = self._registry.names
-        state = self._init_group_state(group, {names[i]: _RAW(self._registry.states[i]) for i in positions})
+        state = self._with_state_dtype(group, positions,
+                                       self._init_group_state(group, self._working_values(positions)))
         old_groups = {id(old_group): old_group for old_group in self._groups}
         known = {}
         for group_id, old in old_states.items():
@@ -416,10 +446,19 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             for old in [known.get((slot.owner, slot.key))]]
         return treedef.unflatten(carried)
 
+    def _with_state_dtype(self, group: ParamGroup, positions: list[int], state: Any) -> Any:
+        """``state`` with its per-parameter floating slots in ``state_dtype`` (if one is set)."""
+        dtype = self._settings.get('state_dtype')
+        if dtype is None:
+            return state
+        leaves, treedef = jax.tree.flatten(state)
+        owned = [slot.owner is not None and jnp.issubdtype(leaf.dtype, jnp.floating)
+                 for slot, leaf in zip(self._slots(group, positions, state), leaves)]
+        return treedef.unflatten([leaf.astype(dtype) if own else leaf for own, leaf in zip(owned, leaves)])
+
     def _slots(self, group: ParamGroup, positions: list[int], state: Any) -> list[Slot]:
         """Whose each leaf of ``state`` (the state of ``group`` over ``positions``) is, and its name."""
-        names, states = self._registry.names, self._registry.states
-        values = {names[i]: _RAW(states[i]) for i in positions}
+        values = self._working_values(positions)
         return slots_of(lambda values: self._init_group_state(group, values), values, state,
                         self._declared_slots(group))
 
@@ -716,7 +755,13 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 # -- helpers ------------------------------------------------------------------------------
 
 
-_LOOP_DEFAULTS = {param.name: param.default for param in LOOP_SETTINGS}
+_LOOP_DEFAULTS = {param.name: param.default for param in (*LOOP_SETTINGS, *PRECISION_SETTINGS)}
+
+
+def _refused(cls: type[OptaxOptimizer]) -> dict[str, str | None]:
+    """``{setting: why cls refuses it, or None}`` of the settings an optimizer may refuse."""
+    return {'gradient_accumulation_steps': cls._no_accumulation, 'accumulation_dtype': cls._no_accumulation,
+            'state_dtype': cls._no_state_dtype}
 
 
 def _is_scheduler(value: Any) -> bool:
@@ -730,9 +775,8 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
     if 'weight_decay' in names and 'weight_decay_mask' not in names and (
             cls._decay is not None or cls._masks_own_decay):
         table = cls.hyperparameters = table.with_keyword(WEIGHT_DECAY_MASK)   # every decaying chain takes one
-    for param in LOOP_SETTINGS:     # every optimizer takes the loop settings
-        names = [param.name for param in table.params]
-        if param.name not in names and not (cls._no_accumulation and param.name != 'skip_nonfinite'):
+    for param in (*LOOP_SETTINGS, *PRECISION_SETTINGS):     # every optimizer takes these settings
+        if param.name not in [param.name for param in table.params] and not _refused(cls).get(param.name):
             table = cls.hyperparameters = table.with_keyword(param)
     signature = table.signature()
 
@@ -745,10 +789,9 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
                 raise TypeError(f'{type(self).__name__} applies its weight decay inside its algorithm (not '
                                 f'in the shared chain), so it takes no weight_decay_mask; set '
                                 f'weight_decay=0 to turn the decay off') from None
-            refused = type(self)._no_accumulation
-            if refused and {'gradient_accumulation_steps', 'accumulation_dtype'} & set(kwargs):
-                raise TypeError(f'{type(self).__name__} takes no gradient_accumulation_steps: '
-                                f'{refused}') from None
+            for name, reason in _refused(type(self)).items():
+                if reason and name in kwargs and name not in signature.parameters:
+                    raise TypeError(f'{type(self).__name__} takes no {name}: {reason}') from None
             raise TypeError(f'{type(self).__name__}(): {exc}; its signature is '
                             f'{type(self).__name__}{inspect.signature(type(self))}') from None
         bound.apply_defaults()

@@ -113,7 +113,8 @@ class StateDicts:
             counts); and ``lr_scheduler`` (the attached scheduler's state, or ``None``).
             With ``gradient_accumulation_steps > 1``, ``accumulation``: ``{'micro_step':
             count, 'grads': {param name: summed gradient}}``; with ``skip_nonfinite=True``,
-            ``skipped_steps``.
+            ``skipped_steps``; with ``master_dtype``, ``master_params`` (``{param name:
+            master copy}``, ``None`` for an array that has none).
 
         Notes
         -----
@@ -145,6 +146,11 @@ class StateDicts:
                                     'grads': dict(zip(names, self.accumulated_grads.value))}
         if self._loop.skip_nonfinite:
             loop['skipped_steps'] = self.skipped_steps.value
+        if 'master_params' in vars(self):
+            loop['master_params'] = {
+                name: jax.tree.structure(_RAW(state)).unflatten(masters)
+                for name, state, masters in zip(names, self._registry.states, self.master_params.value)
+                if masters is not None}
         return StateDict({
             'version': LAYOUT_VERSION,
             'optimizer_class': type(self).__name__,
@@ -185,7 +191,7 @@ class StateDicts:
                           f'algorithm wrote them', UserWarning, stacklevel=2)
         self.step_count.value = step_count
         self.opt_state.value = new_states
-        for name, state in self._loop_states().items():
+        for name, state in self._step_states().items():
             state.value = loop_values[name]
         for group, values in zip(self._groups, hyper_values):
             group._hyper.value = {**_RAW(group._hyper), **values}
@@ -213,12 +219,13 @@ class StateDicts:
         if missing:
             raise StateDictKeyError(f'the state dict has no {", ".join(missing)}; pass what '
                                     f'state_dict() returns')
-        optional = ('optimizer_class', 'version', 'accumulation', 'skipped_steps')
+        optional = ('optimizer_class', 'version', 'accumulation', 'skipped_steps', 'master_params')
         unknown = sorted(map(repr, set(state_dict) - {*required, *optional}))
         if unknown:
             raise StateDictKeyError(f'the state dict has the unknown entries {", ".join(unknown)}; its '
                                     f'entries are version, optimizer_class, {", ".join(required)}, and '
-                                    f'accumulation and skipped_steps where the optimizer has them')
+                                    f'accumulation, skipped_steps and master_params where the optimizer '
+                                    f'has them')
         version = _checked_version(state_dict.get('version', 1))
         other_class = self._checked_class(state_dict, strict)
         step_count = _checked_slot('step_count', state_dict['step_count'], _RAW(self.step_count),
@@ -275,8 +282,51 @@ class StateDicts:
                                  f'{type(self._scheduler).__name__}); the state dict was saved from an '
                                  f'optimizer without one')
             self._scheduler.check_state_dict(scheduler_state)
-        loop_values = self._checked_loop(state_dict)
+        loop_values = {**self._checked_loop(state_dict), **self._checked_masters(state_dict)}
         return step_count, tuple(new_states), hyper_values, scheduler_state, other_class, loop_values
+
+    def _checked_masters(self, state_dict: Mapping) -> dict:
+        """``{'master_params': masters}`` from ``state_dict``, checked (``{}`` without master weights).
+
+        A state dict saved without masters loads with masters made from the parameters, as at
+        registration; masters load only into an optimizer that keeps them, since they hold more
+        than the parameters do.
+        """
+        saved = state_dict.get('master_params')
+        if 'master_params' not in vars(self):
+            if saved is not None:
+                raise ValueError(f'the state dict has master_params (the master copies of low-precision '
+                                 f'parameters), but this {type(self).__name__} keeps none; build it with the '
+                                 f'master_dtype it was saved with (for example master_dtype=jnp.float32)')
+            return {}
+        current = _RAW(self.master_params)
+        names, states = self._registry.names, self._registry.states
+        if saved is None:
+            dtype = self._settings['master_dtype']
+            return {'master_params': tuple(self._master_of(_RAW(state), dtype) for state in states)}
+        expected = {name for name, masters in zip(names, current) if masters is not None}
+        if not isinstance(saved, Mapping) or set(saved) != expected:
+            got = sorted(map(repr, saved)) if isinstance(saved, Mapping) else described(saved)
+            raise StateDictKeyError(f'master_params must hold the master copy of each low-precision param '
+                                    f'({", ".join(map(repr, sorted(expected))) or "none"}), got {got}')
+        restored = []
+        for name, masters in zip(names, current):
+            if masters is None:
+                restored.append(None)
+                continue
+            where = f'master_params[{name!r}]'
+            got, got_def = jax.tree.flatten(saved[name], is_leaf=lambda leaf: leaf is None)
+            if len(got) != len(masters):
+                raise ValueError(f'{where} has {len(got)} arrays, expected {len(masters)}')
+            entries = []
+            for at, (value, like) in enumerate(zip(got, masters)):
+                if (value is None) != (like is None):
+                    keeps = 'one' if like is not None else 'none'
+                    raise ValueError(f'{where}: array {at} {"has no" if value is None else "has a"} master '
+                                     f'copy, but this optimizer keeps {keeps}')
+                entries.append(None if like is None else _checked_slot(where, value, like, None))
+            restored.append(tuple(entries))
+        return {'master_params': tuple(restored)}
 
     def _checked_loop(self, state_dict: Mapping) -> dict:
         """The values of the loop layer's States (:mod:`stateopt._loop`) in ``state_dict``, checked.

@@ -36,6 +36,7 @@ from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
 from ._hyper import inside_jax_transform, is_traced
 from ._loop import Loop, run_loop
+from ._precision import rounded_value, working_grad, working_value
 from ._state import ReadableKeyError, leaves_with_keys, shown_key
 
 __all__ = ['Stepping', 'chain_update']
@@ -167,6 +168,7 @@ class _StepSpec:
     opt_treedef: Any        # structure of the optimizer state, passed as a list of leaves
     mixed_keys: bool = False  # keys of different types at one level: grads are selected before the step
     loop: Loop = Loop()     # gradient accumulation and non-finite skipping around the step (_loop.py)
+    state_dtype: Any = None  # the dtype the per-parameter state is stored in (_precision.py), or None
 
 
 @dataclass(eq=False)
@@ -286,6 +288,7 @@ class Stepping:
             opt_treedef=jax.tree.structure(_RAW(self.opt_state)),
             mixed_keys=_mixed_keys(registry.paths + tuple(path for path, _ in registry.aliases.items())),
             loop=self._loop,
+            state_dtype=self._settings.get('state_dtype'),
         )
         try:
             compiled = _shared_step(spec)
@@ -308,11 +311,17 @@ class Stepping:
     def _pure_step(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, counters, extra):
         """The whole update as a pure function of arrays (traced once per structure).
 
-        ``counters`` is the loop layer's state (:mod:`stateopt._loop`); returns
-        ``(params, optimizer states, count, counters)``.
+        ``counters`` holds the optimizer's other States the step carries: the loop
+        layer's (:mod:`stateopt._loop`) and the master weights (:mod:`stateopt._precision`);
+        returns ``(params, optimizer states, count, counters)``.
         """
         _check_params(spec, params)
         grad_values = list(grads) if spec.mixed_keys else _select_grads(spec, grads)
+        masters = counters.get('master_params')
+        stored = params
+        if masters is not None:     # the step works on the masters, in their dtype
+            params = tuple(map(working_value, params, masters))
+            grad_values = list(map(working_grad, grad_values, masters))
 
         def step(grad_values: list) -> tuple:
             norm = global_norm(grad_values) if spec.any_clip_norm else None
@@ -327,17 +336,29 @@ class Stepping:
                     hp['lr'] = jnp.asarray(schedule(count), jnp.float32)
                 group_params = {spec.names[i]: params[i] for i in positions}
                 group_grads = {spec.names[i]: grad_values[i] for i in positions}
+                stored_state = state
+                if spec.state_dtype is not None:     # computed wider, stored narrow
+                    state = jax.tree.map(lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))
+                                         if x.dtype == spec.state_dtype else x, state)
                 updated, state = chain_update(
                     cls._algorithm(hp), group_grads, state, group_params,
                     norm=norm, extra_args=extra, **cls._chain_options(hp))
+                state = cast_like(state, stored_state)
                 for i in positions:
                     new_params[i] = updated[spec.names[i]]
                 new_states.append(state)
             return tuple(new_params), tuple(new_states), optax.safe_increment(count)
 
-        if not spec.loop.active:
-            return (*step(grad_values), counters)
-        return run_loop(spec.loop, step, tuple(params), grad_values, tuple(opt_states), count, counters)
+        if spec.loop.active:
+            new_params, new_states, count, counters = run_loop(
+                spec.loop, step, tuple(params), grad_values, tuple(opt_states), count, counters)
+        else:
+            new_params, new_states, count = step(grad_values)
+        if masters is not None:
+            rounded = tuple(map(rounded_value, new_params, stored, masters))
+            new_params = tuple(value for value, _ in rounded)
+            counters = {**counters, 'master_params': tuple(master for _, master in rounded)}
+        return new_params, new_states, count, counters
 
     @classmethod
     def _chain_options(cls, hp: Mapping[str, Any]) -> dict:
@@ -360,15 +381,15 @@ class Stepping:
         hypers = tuple(group._hyper.value for group in self._groups)
         if plan.spec.mixed_keys:
             grads = _select_grads(plan.spec, grads)
-        loop_states = self._loop_states()
-        counters = {name: state.value for name, state in loop_states.items()}
+        carried = self._step_states()
+        counters = {name: state.value for name, state in carried.items()}
         new_params, new_states, count, counters = self._pure_step(
             plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, counters, extra)
         for state, value in zip(plan.states, new_params):
             state.value = value
         self.opt_state.value = new_states
         self.step_count.value = count
-        for name, state in loop_states.items():
+        for name, state in carried.items():
             state.value = counters[name]
 
     def _eager_step(self, plan: Plan, grads: Any, extra: dict) -> None:
@@ -383,8 +404,8 @@ class Stepping:
         static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
         if plan.spec.mixed_keys:  # JAX cannot sort such a dict: pass the gradients in registration order
             grads = _select_grads(plan.spec, grads)
-        loop_states = self._loop_states()
-        counters = {name: _owned(state) for name, state in loop_states.items()}
+        carried = self._step_states()
+        counters = {name: _owned(state) for name, state in carried.items()}
         try:
             new_params, new_leaves, count, counters = plan.compiled(
                 tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), counters, arrays, static)
@@ -395,7 +416,7 @@ class Stepping:
         write_back(plan.states, new_params)
         store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
         write_back((self.step_count,), (count,))
-        for name, state in loop_states.items():
+        for name, state in carried.items():
             store_leaves(state, jax.tree.structure(counters[name]), jax.tree.leaves(counters[name]))
 
     def _check_scheduled_lrs(self, plan: Plan) -> None:

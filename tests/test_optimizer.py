@@ -677,3 +677,76 @@ def test_a_nonfinite_step_is_skipped_and_counted(case):
     for key in SHAPES:
         want = reference.trajectory(case.rule, start[key], [g[key] for g in kept], **case.ref)[-1]
         assert_close_f32(values(states)[key], want, steps=len(kept), err_msg=case.id)
+
+
+# -- low precision: master weights and the dtype of the state (stateopt/_precision.py) -------------
+
+BF16 = jnp.bfloat16
+
+
+def _bf16(array):
+    return np.asarray(jnp.asarray(array, BF16).astype(jnp.float32))
+
+
+@pytest.mark.parametrize('case', CASES, ids=ids)
+def test_a_bf16_model_with_float32_masters_trains_as_its_float32_master_would(case):
+    """The masters follow the reference rule run in float32 on the bf16 values and gradients; the
+    parameters are the masters rounded to bf16."""
+    states = make_params()
+    for state in states.values():
+        state.value = jnp.asarray(state.value, BF16)
+    start = {k: _bf16(v) for k, v in values(states).items()}
+    grads = [{k: _bf16(v) for k, v in g.items()} for g in grad_sequence(SHAPES, STEPS, seed=6)]
+    opt = case.make(master_dtype=jnp.float32).register_trainable_weights(states)
+    for g in grads:
+        opt.update({k: jnp.asarray(v, BF16) for k, v in g.items()})
+    names = opt.param_states.keys() if hasattr(opt.param_states, 'keys') else None
+    del names
+    masters = opt.state_dict()['master_params']
+    for key in SHAPES:
+        assert masters[key].dtype == jnp.float32 and states[key].value.dtype == BF16
+        want = reference.trajectory(case.rule, start[key], [g[key] for g in grads], **case.ref)[-1]
+        assert_close_f32(masters[key], want, steps=STEPS, err_msg=case.id)
+        np.testing.assert_array_equal(np.asarray(states[key].value),
+                                      np.asarray(jnp.asarray(masters[key]).astype(BF16)))
+
+
+STATE_DTYPE_CASES = [case for case in CASES if 'state_dtype' in case.cls.hyperparameters.settings()]
+
+
+def _stored_in_bf16(rule):
+    """``rule`` whose per-parameter state (its arrays shaped like the parameter) is stored in bf16."""
+    def stored(p, g, state, **hyperparams):
+        p, state = rule(p, g, state, **hyperparams)
+        return p, {k: _bf16(v).astype(np.float64) if isinstance(v, np.ndarray) and v.shape == p.shape else v
+                   for k, v in state.items()}
+    return stored
+
+
+@pytest.mark.parametrize('case', STATE_DTYPE_CASES, ids=[case.id for case in STATE_DTYPE_CASES])
+def test_state_dtype_stores_the_per_parameter_state_narrower(case):
+    """Every per-parameter floating slot is bf16 and counts keep their dtype; the run follows the
+    reference rule whose per-parameter state is rounded to bf16 after each step."""
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, STEPS, seed=7)
+    opt = case.make(state_dtype=BF16).register_trainable_weights(states)
+    run_eager(opt, states, grads)
+    sd = opt.state_dict()
+    for slots in sd['state'].values():
+        for slot, value in slots.items():
+            if jnp.issubdtype(value.dtype, jnp.floating):
+                assert value.dtype == BF16, (case.id, slot)
+    for slots in sd['group_state']:
+        for slot, value in slots.items():
+            assert value.dtype != BF16, (case.id, slot)
+    for key in SHAPES:
+        want = reference.trajectory(_stored_in_bf16(case.rule), start[key], [g[key] for g in grads],
+                                    **case.ref)[-1]
+        err = np.abs(values(states)[key] - want)
+        moved = np.abs(want - start[key]).max()
+        # the two round the state from float32 and from float64: where those differ by a bf16 ulp the
+        # runs part by about 2**-8 of a step, and sign-based rules (Lion, Rprop) may take one step
+        # the other way; the largest difference seen over the catalogue is 0.4% of the distance moved
+        assert err.max() <= 2 ** -6 * moved + 1e-6, (case.id, key, err.max() / moved)
+

@@ -71,6 +71,8 @@ class LBFGS(EvaluatesLoss):
               dynamic=False),
         maximize=False)
     _lr_in_algorithm = True
+    _no_state_dtype = ('its memory holds differences of parameters and of gradients, which a narrower dtype '
+                       'rounds to zero as the steps shrink; keep it in the parameters\' dtype')
     slots = {
         'count': '0.count', 'ro': '0.weights_memory', 'old_stps': '0.diff_params_memory',
         'old_dirs': '0.diff_updates_memory', 'prev_params': '0.params', 'prev_grad': '0.updates'}

@@ -28,8 +28,9 @@ __all__ = ['Lookahead', 'LookaheadState', 'CompleteBase', 'scale_by_lookahead']
 #: The settings of a stateopt base optimizer that Lookahead's own chain takes over, and their "off".
 _CHAIN_SETTINGS = {'weight_decay': 0.0, 'weight_decay_mask': None, 'grad_clip_norm': None,
                    'grad_clip_value': None, 'maximize': False, 'decoupled_weight_decay': False}
-#: The loop settings (of the whole optimizer) Lookahead takes itself, and their "off".
-_LOOP_SETTINGS = {'gradient_accumulation_steps': 1, 'accumulation_dtype': None, 'skip_nonfinite': False}
+#: The settings of the whole optimizer (loop and precision) Lookahead takes itself, and their "off".
+_LOOP_SETTINGS = {'gradient_accumulation_steps': 1, 'accumulation_dtype': None, 'skip_nonfinite': False,
+                  'master_dtype': None, 'state_dtype': None}
 
 
 def _fast_direction(name: str, value: Any) -> Any:
@@ -137,6 +138,8 @@ class Lookahead(OptaxOptimizer):
         WEIGHT_DECAY)
     _lr_in_algorithm = True
     slots = {'count': 'count', 'slow': 'slow', 'fast': 'fast_state'}
+    _no_state_dtype = ('its state holds the slow weights, a copy of the parameters, which a narrower dtype '
+                       'would round; train in low precision with master_dtype instead')
 
     @classmethod
     def _resolve(cls, defaults):

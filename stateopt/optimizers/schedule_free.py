@@ -33,6 +33,8 @@ class _ScheduleFree(OptaxOptimizer):
 
     _lr_in_algorithm = True
     slots = {'count': 'count', 'z': 'z', 'weight_sum': 'weight_sum', 'max_lr': 'max_lr'}
+    _no_state_dtype = ('its state holds the iterate z, which a narrower dtype would round as it would the '
+                       'parameters; train in low precision with master_dtype instead')
     never_negative = ('weight_sum', 'max_lr')
 
     @classmethod
