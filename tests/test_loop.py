@@ -255,7 +255,7 @@ def test_an_lr_schedule_sees_applied_steps():
     assert_close_f32(values(states)['w'], start - 0.3, steps=2)
 
 
-@pytest.mark.parametrize('page', ['accumulation.md', 'skipping.md'])
+@pytest.mark.parametrize('page', ['accumulation.md', 'skipping.md', 'precision.md'])
 def test_the_guide_pages_code_runs_as_written(page):
     """The pages' python blocks, run in order in one namespace (their asserts check the numbers)."""
     with open(os.path.join(os.path.dirname(__file__), '..', 'docs', page)) as f:
