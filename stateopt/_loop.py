@@ -3,15 +3,16 @@
 Both are settings of the whole optimizer (every registered parameter steps together), declared
 here once and accepted by every optimizer's constructor::
 
-    acc = acc + g ; micro = micro + 1               (gradient_accumulation_steps=k > 1)
+    acc = g if micro == 0 else acc + g               (gradient_accumulation_steps=k > 1)
+    micro = micro + 1
     if micro < k:  nothing else changes             (the parameters, moments and step count wait)
-    g = acc / k ;  acc = 0 ; micro = 0              (the k-th call steps on the mean gradient)
+    g = acc / k ;  micro = 0                        (the k-th call steps on the mean gradient)
     if skip_nonfinite and g has a NaN or an inf:    (after accumulation)
         skipped_steps += 1, and nothing else changes
     else:
         the optimizer's step (the shared chain around its algorithm), step_count += 1
 
-The decision is made on the device (``jax.lax.cond`` and ``jnp.where``), so it runs eagerly,
+The decision is made on the device (``jax.lax.cond``), so it runs eagerly,
 under ``brainstate.transform.jit``, in ``for_loop`` bodies and in ``donating_jit`` without a
 host sync and without recompiling.
 """
@@ -89,7 +90,7 @@ def run_loop(loop: Loop, step: Callable, params: tuple, grads: list, states: Any
     loop : Loop
         The settings.
     step : callable
-        ``step(grads) -> (params, states, count)``: the optimizer's step on ``grads``.
+        ``step(params, states, count, grads) -> (params, states, count)``: the optimizer's step.
     params, grads, states, count
         The parameters (one value per registered State), their gradients, the
         optimizer's state and its step count, as they are now.
@@ -102,34 +103,51 @@ def run_loop(loop: Loop, step: Callable, params: tuple, grads: list, states: Any
     ``(params, states, count, counters)`` after the call.
     """
     if loop.accumulate > 1:
-        accumulated = tuple(jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grad)
+        # a cycle's first call starts the sum afresh (what the last cycle left is never reset in
+        # place: a reset would be a second pass over the accumulator); a select, so NaN is dropped too
+        fresh = counters['micro_step'] == 0
+
+        def added(a: Any, g: Any) -> Any:
+            g = g.astype(a.dtype)
+            return jnp.where(fresh, g, a + g)
+
+        accumulated = tuple(jax.tree.map(added, acc, grad)
                             for acc, grad in zip(counters['accumulated_grads'], grads))
         micro = optax.safe_increment(counters['micro_step'])
+        due = micro >= loop.accumulate
+        skipped = {key: counters[key] for key in ('skipped_steps',) if key in counters}
 
-        def apply(_):
+        def apply(params, states, count, skipped, accumulated):
             mean = [jax.tree.map(lambda a, g: (a / loop.accumulate).astype(g.dtype), acc, grad)
                     for acc, grad in zip(accumulated, grads)]
-            new = _maybe_skip(loop, step, mean, params, states, count, counters)
-            zeros = tuple(jax.tree.map(jnp.zeros_like, acc) for acc in accumulated)
-            return (*new[:3], {**new[3], 'accumulated_grads': zeros, 'micro_step': jnp.zeros_like(micro)})
+            return _maybe_skip(loop, step, mean, params, states, count, skipped)
 
-        def wait(_):
-            return params, states, count, {**counters, 'accumulated_grads': accumulated, 'micro_step': micro}
+        def wait(params, states, count, skipped, accumulated):
+            return params, states, count, skipped
 
-        return jax.lax.cond(micro >= loop.accumulate, apply, wait, None)
+        # the cond takes the sum as an operand and returns only what a step changes: the sum's buffer
+        # is written once, by the select above, and passed through nothing
+        params, states, count, skipped = jax.lax.cond(due, apply, wait, params, states, count, skipped,
+                                                      accumulated)
+        return params, states, count, {**counters, **skipped, 'accumulated_grads': accumulated,
+                                       'micro_step': jnp.where(due, jnp.zeros_like(micro), micro)}
     return _maybe_skip(loop, step, grads, params, states, count, counters)
 
 
 def _maybe_skip(loop: Loop, step: Callable, grads: list, params: tuple, states: Any, count: Any,
                 counters: dict) -> tuple[tuple, Any, Any, dict]:
-    new_params, new_states, new_count = step(grads)
     if not loop.skip_nonfinite:
-        return new_params, new_states, new_count, counters
-    finite = _all_finite(grads)
+        return (*step(params, states, count, grads), counters)
+    skipped = counters['skipped_steps']
 
-    def keep(new: Any, old: Any) -> Any:
-        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    def apply(params, states, count, skipped):
+        return (*step(params, states, count, grads), skipped)
 
-    skipped = counters['skipped_steps'] + jnp.where(finite, 0, 1).astype(counters['skipped_steps'].dtype)
-    return (tuple(keep(n, o) for n, o in zip(new_params, params)), keep(new_states, states),
-            keep(new_count, count), {**counters, 'skipped_steps': skipped})
+    def skip(params, states, count, skipped):
+        return params, states, count, skipped + jnp.ones_like(skipped)
+
+    # a cond, not a select: a skipped step computes nothing, and an applied one writes its results in place
+    # (a select needs the new values and the old at once, in buffers of their own)
+    params, states, count, skipped = jax.lax.cond(_all_finite(grads), apply, skip, params, states, count,
+                                                  skipped)
+    return params, states, count, {**counters, 'skipped_steps': skipped}

@@ -142,8 +142,9 @@ class StateDicts:
             group_state.append(slots)
         loop = {}
         if self._loop.accumulate > 1:
-            loop['accumulation'] = {'micro_step': self.micro_step.value,
-                                    'grads': dict(zip(names, self.accumulated_grads.value))}
+            micro = self.micro_step.value      # at 0 the sum is what the last cycle left: nothing pending
+            loop['accumulation'] = {'micro_step': micro, 'grads': dict(zip(names, jax.tree.map(
+                lambda a: jnp.where(micro == 0, jnp.zeros_like(a), a), self.accumulated_grads.value)))}
         if self._loop.skip_nonfinite:
             loop['skipped_steps'] = self.skipped_steps.value
         if 'master_params' in vars(self):

@@ -323,7 +323,7 @@ class Stepping:
             params = tuple(map(working_value, params, masters))
             grad_values = list(map(working_grad, grad_values, masters))
 
-        def step(grad_values: list) -> tuple:
+        def step(params: tuple, opt_states: tuple, count: Any, grad_values: list) -> tuple:
             norm = global_norm(grad_values) if spec.any_clip_norm else None
             new_params = list(params)
             new_states = []
@@ -353,7 +353,7 @@ class Stepping:
             new_params, new_states, count, counters = run_loop(
                 spec.loop, step, tuple(params), grad_values, tuple(opt_states), count, counters)
         else:
-            new_params, new_states, count = step(grad_values)
+            new_params, new_states, count = step(params, opt_states, count, grad_values)
         if masters is not None:
             rounded = tuple(map(rounded_value, new_params, stored, masters))
             new_params = tuple(value for value, _ in rounded)
