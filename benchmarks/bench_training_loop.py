@@ -2,10 +2,10 @@
 
 Run from the repository root:
 
-    python benchmarks/bench_training_loop.py [--size 4x1024x2048] [--steps 40]
+    python benchmarks/bench_training_loop.py [--sets 'mlp 784-512-512-10,4 x 1024x2048'] [--steps 40]
 
-For AdamW on ``size`` (the default: 4 matrices of 1024x2048, 8.4M parameters) it runs each
-setting in a fresh process and reports
+For AdamW on each parameter set of bench_optimizers.py named in ``--sets`` (by default the MLP,
+0.67M parameters, and 4 x 1024x2048, 8.4M) it runs each setting in a fresh process and reports
 
 - the eager ``update`` time per call (median of rounds, after a warm-up), and its ratio to the
   plain float32 AdamW step measured in the same process;
@@ -42,7 +42,7 @@ SETTINGS = {
 }
 
 
-def _worker(name: str, size: str, steps: int) -> dict:
+def _worker(name: str, set_name: str, steps: int) -> dict:
     import brainstate
     import jax
     import jax.numpy as jnp
@@ -50,7 +50,10 @@ def _worker(name: str, size: str, steps: int) -> dict:
 
     import stateopt
 
-    count, *shape = map(int, size.split('x'))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_optimizers import PARAM_SETS
+
+    shapes = PARAM_SETS[set_name]
     dtype, settings = SETTINGS[name]
     settings = dict(settings)
     if settings.get('weight_decay_mask') == 'decay_matrices_only':
@@ -58,10 +61,10 @@ def _worker(name: str, size: str, steps: int) -> dict:
     rng = np.random.default_rng(0)
 
     def run(dtype, settings):
-        states = {f'w{i}': brainstate.ParamState(jnp.asarray(rng.standard_normal(shape), dtype))
-                  for i in range(count)}
+        states = {f'p{i}': brainstate.ParamState(jnp.asarray(rng.standard_normal(shape), dtype))
+                  for i, shape in enumerate(shapes)}
         opt = stateopt.AdamW(lr=1e-3, **settings).register_trainable_weights(states)
-        grads = {k: jnp.asarray(rng.standard_normal(shape) * 1e-2, dtype) for k in states}
+        grads = {k: jnp.asarray(rng.standard_normal(s.value.shape) * 1e-2, dtype) for k, s in states.items()}
         for _ in range(3):
             opt.update(grads)
         jax.block_until_ready([s.value for s in states.values()])
@@ -75,10 +78,10 @@ def _worker(name: str, size: str, steps: int) -> dict:
 
     opt, states, seconds = run(jnp.dtype(dtype), settings)
     params = sum(int(np.prod(s.value.shape)) for s in states.values())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     held = {name: sum(leaf.nbytes for leaf in jax.tree.leaves(state.value))
             for name, state in [('moments', opt.opt_state), *opt._step_states().items()]}
     param_bytes = sum(s.value.nbytes for s in states.values())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     del opt, states
     _, _, plain = run(jnp.float32, {})
     return {'ms': seconds * 1e3, 'ratio': seconds / plain, 'params': params,
@@ -89,22 +92,22 @@ def _worker(name: str, size: str, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--size', default='4x1024x2048')
+    parser.add_argument('--sets', default='mlp 784-512-512-10,4 x 1024x2048')
     parser.add_argument('--steps', type=int, default=40)
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.size, args.steps)))
+        print(json.dumps(_worker(args.worker, args.sets, args.steps)))
         return
-    print(f'AdamW on {args.size}, eager update, {args.steps} steps, each setting in a fresh process')
-    print(f'{"setting":32s} {"ms/call":>8s} {"vs plain":>8s} {"peak GiB":>9s}  bytes per parameter')
-    for name in SETTINGS:
-        out = subprocess.run([sys.executable, __file__, '--worker', name, '--size', args.size,
-                              '--steps', str(args.steps)], capture_output=True, text=True, check=True,
-                             env={**os.environ})
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        held = ', '.join(f'{k} {v:g}' for k, v in result['bytes per param'].items())
-        print(f'{name:32s} {result["ms"]:8.3f} {result["ratio"]:7.2f}x {result["peak GiB"]:9.2f}  {held}')
+    for set_name in args.sets.split(','):
+        print(f'\nAdamW on {set_name}, eager update, {args.steps} steps, each setting in a fresh process')
+        print(f'{"setting":32s} {"ms/call":>8s} {"vs plain":>8s} {"peak GiB":>9s}  bytes per parameter')
+        for name in SETTINGS:
+            out = subprocess.run([sys.executable, __file__, '--worker', name, '--sets', set_name,
+                                  '--steps', str(args.steps)], capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            held = ', '.join(f'{k} {v:.3g}' for k, v in result['bytes per param'].items() if v >= 0.01)
+            print(f'{name:32s} {result["ms"]:8.3f} {result["ratio"]:7.2f}x {result["peak GiB"]:9.2f}  {held}')
 
 
 if __name__ == '__main__':

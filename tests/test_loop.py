@@ -8,6 +8,7 @@ import re
 import brainstate
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import reference
 from catalogue import grad_sequence
@@ -264,3 +265,38 @@ def test_the_guide_pages_code_runs_as_written(page):
     namespace = {}
     for block in blocks:
         exec(compile(block, page, 'exec'), namespace)
+
+
+# -- against optax's own compositions: the same numbers ---------------------------------------------
+
+def _optax_run(tx, grads):
+    params = {k: jnp.asarray(v) for k, v in values(make_params()).items()}
+    state = tx.init(params)
+    for g in grads:
+        updates, state = tx.update({k: jnp.asarray(v) for k, v in g.items()}, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def test_accumulation_matches_optax_multisteps():
+    steps = 4 * K
+    grads = micro_grads(steps, seed=8)
+    states = make_params()
+    opt = stateopt.Adam(lr=0.1, gradient_accumulation_steps=K).register_trainable_weights(states)
+    for g in grads:
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+    want = _optax_run(optax.MultiSteps(optax.adam(0.1), every_k_schedule=K), grads)
+    for k in SHAPES:
+        assert_close_f32(values(states)[k], want[k], steps=4)
+
+
+def test_skipping_matches_optax_apply_if_finite():
+    grads = micro_grads(8, seed=9, bad=[2, 5])
+    states = make_params()
+    opt = stateopt.Adam(lr=0.1, skip_nonfinite=True).register_trainable_weights(states)
+    for g in grads:
+        opt.update({k: jnp.asarray(v) for k, v in g.items()})
+    want = _optax_run(optax.apply_if_finite(optax.adam(0.1), max_consecutive_errors=100), grads)
+    for k in SHAPES:
+        assert_close_f32(values(states)[k], want[k], steps=6)
+    assert int(opt.skipped_steps.value) == 2
