@@ -183,59 +183,65 @@ def test_what_the_precision_settings_refuse(make, error, match):
 
 # -- every feature at once -----------------------------------------------------------------------
 
-def make_run():
-    """A bf16 MLP: AdamW with float32 masters, bf16 moments, accumulation over 2 calls, non-finite
-    skipping, a decay mask, a head group of its own and a scheduler; and its jitted train step."""
-    brainstate.random.seed(0)
+ACCUMULATE = 4
+
+
+def make_run(seed):
+    """A bf16 MLP: a two-group AdamW with a warm-up cosine scheduler, float32 masters, bf16 moments,
+    accumulation over 4 calls, non-finite skipping and a decay mask; its train step under donating_jit."""
+    brainstate.random.seed(seed)
     model = MLP()
     params = model.states(brainstate.ParamState)
     for state in params.values():
         state.value = jax.tree.map(lambda v: v.astype(BF16), state.value)
-    sched = stateopt.StepLR(base_lr=1e-2, step_size=2, gamma=0.5)
+    sched = stateopt.WarmupCosineSchedule(base_lr=1e-2, warmup_steps=2, total_steps=8)
     opt = stateopt.AdamW(lr=sched, weight_decay=0.1, weight_decay_mask=stateopt.decay_matrices_only,
-                         master_dtype=jnp.float32, state_dtype=BF16, gradient_accumulation_steps=2,
+                         master_dtype=jnp.float32, state_dtype=BF16, gradient_accumulation_steps=ACCUMULATE,
                          skip_nonfinite=True)
     opt.register_trainable_weights(params)
     opt.add_param_group(model.head.states(brainstate.ParamState), lr=3e-3)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 4)), BF16)
 
-    @brainstate.transform.jit
+    @stateopt.donating_jit
     def train_step(scale):
         grads = brainstate.transform.grad(
             lambda: jnp.mean(model(x * scale).astype(jnp.float32) ** 2), grad_states=params)()
         opt.update(grads)
+        return opt.micro_step.value
 
-    return params, opt, sched, train_step
+    def call(scale):
+        if int(train_step(scale)) == 0:     # a step was due: the schedule moves once per step
+            sched.step()
+
+    return params, opt, call
 
 
-SCALES = [1.0, 0.5, float('nan'), 1.5, 0.7, 1.1, 0.9, 1.3, 0.6, 1.2]
+# calls 5-8 are the second cycle, and call 6 has a NaN batch: that cycle is skipped
+SCALES = [1.0, 0.5, 0.8, 1.2, 1.5, float('nan'), 0.7, 1.1, 0.9, 1.3, 0.6, 1.2, 0.8, 1.4, 1.0, 0.9,
+          1.1, 0.7, 1.3, 0.5]
 
 
 def test_every_feature_at_once_trains_resumes_and_counts(tmp_path):
-    params, opt, sched, train_step = make_run()
-    for call, scale in enumerate(SCALES[:6]):
-        train_step(scale)
-        if call % 2:
-            sched.step()
-    # calls 3-4 held a NaN (the second cycle): skipped; the other two cycles applied
+    params, opt, call = make_run(seed=0)
+    for scale in SCALES[:12]:
+        call(scale)
+    # three cycles: the second skipped
     assert (int(opt.step_count.value), int(opt.skipped_steps.value), int(opt.micro_step.value)) == (2, 1, 0)
-    stateopt.save_checkpoint(tmp_path / 'run.msgpack', {'model': params, 'opt': opt})
-    train_step(SCALES[6])                     # mid-cycle
+    call(SCALES[12])
+    call(SCALES[13])                          # two calls into the fourth cycle
     stateopt.save_checkpoint(tmp_path / 'mid.msgpack', {'model': params, 'opt': opt})
-    for call, scale in enumerate(SCALES[7:], start=7):
-        train_step(scale)
-        if call % 2:
-            sched.step()
+    for scale in SCALES[14:]:
+        call(scale)
     want = values(params)
+    assert (int(opt.step_count.value), int(opt.skipped_steps.value)) == (4, 1)
 
-    for name in ('run', 'mid'):
-        fresh_params, fresh_opt, fresh_sched, fresh_step = make_run()
-        stateopt.load_checkpoint(tmp_path / f'{name}.msgpack', {'model': fresh_params, 'opt': fresh_opt})
-        for call, scale in enumerate(SCALES[6 if name == 'run' else 7:], start=6 if name == 'run' else 7):
-            fresh_step(scale)
-            if call % 2:
-                fresh_sched.step()
-        assert_same(values(fresh_params), want)
+    fresh_params, fresh_opt, fresh_call = make_run(seed=1)     # other initial values, restored over
+    stateopt.load_checkpoint(tmp_path / 'mid.msgpack', {'model': fresh_params, 'opt': fresh_opt})
+    assert int(fresh_opt.micro_step.value) == 2
+    for scale in SCALES[14:]:
+        fresh_call(scale)
+    assert_same(values(fresh_params), want)
+    assert_same(fresh_opt.state_dict(), opt.state_dict())
     sd = opt.state_dict()
     assert all(leaf.dtype in (BF16, jnp.int32) for leaf in jax.tree.leaves(sd['state']))
     assert {leaf.dtype for leaf in jax.tree.leaves(sd['master_params'])} == {jnp.dtype(jnp.float32)}
