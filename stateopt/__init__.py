@@ -3,6 +3,7 @@
 from . import functional, optimizers, schedulers, search
 from ._base import Optimizer
 from ._decay import decay_matrices_only
+from ._ema import EMA
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
 from ._state import OptimState, UniqueStateManager, param_name
@@ -88,6 +89,7 @@ __all__ = [
     'Optimizer', 'ScipyOptimizer', 'NevergradOptimizer',
     'SOFO', 'SOFOScan', 'SOFODirection', 'sample_tangents', 'sofo_direction',
     'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',
+    'EMA',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
     'CheckpointError', 'CheckpointMismatchError',

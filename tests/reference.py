@@ -587,3 +587,39 @@ def sofo_direction(outputs, loss, p, tangents, *, kind='mse', damping=1e-5, h=1e
     eigvals = np.maximum(eigvals, 0.0)
     coefficients = eigvecs @ ((eigvecs.T @ slopes) / (eigvals + damping * eigvals.max()))
     return coefficients @ tangents
+
+
+# -- weight averages: EMA with TensorFlow's and timm's warm-ups, SWA as torch's AveragedModel -----
+
+def ema_decay(t, *, decay=0.999, warmup=False, gamma=1.0, power=2 / 3, start=0):
+    """The decay of the EMA update that follows ``t`` updates.
+
+    0 (copy the weights) for the first ``start`` updates; then, with ``s = t - start``, ``decay``,
+    or TensorFlow ``ExponentialMovingAverage``'s ``min(decay, (1 + s) / (10 + s))`` (``warmup=True``),
+    or timm ``ModelEmaV3``'s ``min(decay, 1 - (1 + s / gamma) ** -power)`` (``warmup='power'``).
+    """
+    s = t - start
+    if s < 0:
+        return 0.0
+    if warmup is True:
+        return min(decay, (1 + s) / (10 + s))
+    if warmup == 'power':
+        return min(decay, 1 - (1 + s / gamma) ** -power)
+    return decay
+
+
+def ema_trajectory(first, values, **rule):
+    """The EMA after each of ``values``, from ``first``: ``avg = d * avg + (1 - d) * x``."""
+    average, out = np.asarray(first, np.float64), []
+    for t, x in enumerate(values):
+        d = ema_decay(t, **rule)
+        average = d * average + (1 - d) * np.asarray(x, np.float64)
+        out.append(average)
+    return out
+
+
+def swa_trajectory(values, start=0):
+    """SWA after each of ``values``: the weights themselves before ``start``, then the mean of
+    the weights of updates ``start`` to now (torch's ``AveragedModel``, ``n_averaged`` from 0)."""
+    values = [np.asarray(x, np.float64) for x in values]
+    return [x if t < start else np.mean(values[start:t + 1], axis=0) for t, x in enumerate(values)]
