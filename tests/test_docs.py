@@ -233,6 +233,7 @@ TUTORIAL_PAGES = {
     '03_schedulers': ('schedulers', 3),
     '04_checkpointing': ('checkpoints', 1),
     '05_lbfgs_closure': ('training_loop', 1),
+    '06_training_loop_features': ('accumulation', 1),
 }
 
 

@@ -21,6 +21,7 @@ OUTPUTS = {
     '04_checkpointing.py': {'checkpoint_resume.png', 'run.msgpack', 'corrupted.msgpack', 'truncated.msgpack',
                             'narrow.msgpack', 'background.msgpack'},
     '05_lbfgs_closure.py': {'lbfgs_vs_adam.png'},
+    '06_training_loop_features.py': {'training_loop_ema.png'},
 }
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 CHECKPOINT_MAGIC = b'\x89STOPT\r\n'
