@@ -188,7 +188,8 @@ ACCUMULATE = 4
 
 def make_run(seed):
     """A bf16 MLP: a two-group AdamW with a warm-up cosine scheduler, float32 masters, bf16 moments,
-    accumulation over 4 calls, non-finite skipping and a decay mask; its train step under donating_jit."""
+    accumulation over 4 calls, non-finite skipping, a decay mask and an EMA of the weights; its train
+    step under donating_jit."""
     brainstate.random.seed(seed)
     model = MLP()
     params = model.states(brainstate.ParamState)
@@ -200,6 +201,7 @@ def make_run(seed):
                          skip_nonfinite=True)
     opt.register_trainable_weights(params)
     opt.add_param_group(model.head.states(brainstate.ParamState), lr=3e-3)
+    ema = stateopt.EMA(params, decay=0.9, warmup=True)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 4)), BF16)
 
     @stateopt.donating_jit
@@ -207,13 +209,14 @@ def make_run(seed):
         grads = brainstate.transform.grad(
             lambda: jnp.mean(model(x * scale).astype(jnp.float32) ** 2), grad_states=params)()
         opt.update(grads)
-        return opt.micro_step.value
+        return opt.step_count.value             # counts applied steps only
 
     def call(scale):
-        if int(train_step(scale)) == 0:     # a step was due: the schedule moves once per step
+        if int(train_step(scale)) > int(sched.last_epoch.value):   # applied: schedule and average move
             sched.step()
+            ema.update()
 
-    return params, opt, call
+    return params, opt, ema, call
 
 
 # calls 5-8 are the second cycle, and call 6 has a NaN batch: that cycle is skipped
@@ -222,27 +225,29 @@ SCALES = [1.0, 0.5, 0.8, 1.2, 1.5, float('nan'), 0.7, 1.1, 0.9, 1.3, 0.6, 1.2, 0
 
 
 def test_every_feature_at_once_trains_resumes_and_counts(tmp_path):
-    params, opt, call = make_run(seed=0)
+    params, opt, ema, call = make_run(seed=0)
     for scale in SCALES[:12]:
         call(scale)
     # three cycles: the second skipped
     assert (int(opt.step_count.value), int(opt.skipped_steps.value), int(opt.micro_step.value)) == (2, 1, 0)
     call(SCALES[12])
     call(SCALES[13])                          # two calls into the fourth cycle
-    stateopt.save_checkpoint(tmp_path / 'mid.msgpack', {'model': params, 'opt': opt})
+    stateopt.save_checkpoint(tmp_path / 'mid.msgpack', {'model': params, 'opt': opt, 'ema': ema})
     for scale in SCALES[14:]:
         call(scale)
     want = values(params)
-    assert (int(opt.step_count.value), int(opt.skipped_steps.value)) == (4, 1)
+    assert (int(opt.step_count.value), int(opt.skipped_steps.value), int(ema.count.value)) == (4, 1, 4)
 
-    fresh_params, fresh_opt, fresh_call = make_run(seed=1)     # other initial values, restored over
-    stateopt.load_checkpoint(tmp_path / 'mid.msgpack', {'model': fresh_params, 'opt': fresh_opt})
+    fresh_params, fresh_opt, fresh_ema, fresh_call = make_run(seed=1)   # other initial values
+    stateopt.load_checkpoint(tmp_path / 'mid.msgpack', {'model': fresh_params, 'opt': fresh_opt,
+                                                        'ema': fresh_ema})
     assert int(fresh_opt.micro_step.value) == 2
     for scale in SCALES[14:]:
         fresh_call(scale)
     assert_same(values(fresh_params), want)
-    assert_same(fresh_opt.state_dict(), opt.state_dict())
+    assert_same((fresh_opt.state_dict(), fresh_ema.state_dict()), (opt.state_dict(), ema.state_dict()))
     sd = opt.state_dict()
     assert all(leaf.dtype in (BF16, jnp.int32) for leaf in jax.tree.leaves(sd['state']))
     assert {leaf.dtype for leaf in jax.tree.leaves(sd['master_params'])} == {jnp.dtype(jnp.float32)}
     assert all(leaf.dtype == BF16 for leaf in jax.tree.leaves(values(params)))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(ema.state_dict()['averages']))
