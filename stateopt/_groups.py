@@ -172,7 +172,7 @@ class ParamGroup(brainstate.graph.Node, MutableMapping, metaclass=NodeMeta):
         >>> round(float(opt.param_groups[0]['lr']), 6)
         0.5
         """
-        self._hyper.value = {**self._hyper.value, key: as_dynamic(value)}
+        self._hyper.value = {**self._hyper.value, key: self._optimizer._placed(as_dynamic(value))}
 
     def __delitem__(self, key: str) -> None:
         raise ReadableKeyError('param group keys cannot be deleted')

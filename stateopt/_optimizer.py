@@ -28,6 +28,7 @@ from ._hyper import (
     is_traced,
 )
 from ._loop import LOOP_SETTINGS, Loop, accumulator_dtype
+from ._placement import mesh_of, placed, slot_shardings
 from ._precision import PRECISION_SETTINGS, master_of, working_value
 from ._slots import Slot, slots_of
 from ._state import (
@@ -356,6 +357,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 group._positions = changed[id(group)]
         self._groups = groups
         self.opt_state.value = tuple(states)
+        self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
+        if self._mesh is not None:      # counts, hyper-parameters: replicated over the parameters' mesh
+            counters = (self.step_count, *self._step_states().values())
+            for state in (*counters, *(group._hyper for group in groups)):
+                state.value = placed(_RAW(state), self._mesh)
         master = self._settings.get('master_dtype')
         if master is not None and fresh:
             self.master_params.value = (*_RAW(self.master_params), *(
@@ -363,7 +369,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         if self._loop.accumulate > 1 and fresh:
             dtype = self._settings.get('accumulation_dtype')
             self.accumulated_grads.value = (*_RAW(self.accumulated_grads), *(
-                jax.tree.map(lambda v: jnp.zeros(np.shape(v), accumulator_dtype(v, dtype)),
+                jax.tree.map(lambda v: jnp.zeros_like(v, accumulator_dtype(v, dtype)),   # v's sharding
                              _RAW(self._registry.states[i])) for i in fresh))
         self._invalidate()
 
@@ -428,8 +434,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
         So does every group slot (a step count) of the group ``source`` it comes from.
         """
-        state = self._with_state_dtype(group, positions,
-                                       self._init_group_state(group, self._working_values(positions)))
+        state = self._with_state_dtype(group, positions, self._created_state(group, positions))
         old_groups = {id(old_group): old_group for old_group in self._groups}
         known = {}
         for group_id, old in old_states.items():
@@ -444,7 +449,25 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             and jnp.result_type(old) == jnp.result_type(leaf) else leaf
             for slot, leaf in zip(self._slots(group, positions, state), leaves)
             for old in [known.get((slot.owner, slot.key))]]
-        return treedef.unflatten(carried)
+        return placed(treedef.unflatten(carried), mesh_of(list(map(_RAW, self._registry.states))))
+
+    def _created_state(self, group: ParamGroup, positions: list[int]) -> Any:
+        """The algorithm's fresh state for ``group`` over ``positions``, made on the parameters' mesh."""
+        values = self._working_values(positions)
+        mesh = mesh_of(values)
+        if mesh is None:
+            return self._init_group_state(group, values)
+
+        def init(values: dict) -> Any:
+            return self._init_group_state(group, values)
+
+        abstract = jax.eval_shape(init, values)
+        owners = [slot.owner for slot in self._slots(group, positions, abstract)]
+        return jax.jit(init, out_shardings=slot_shardings(abstract, owners, values, mesh))(values)
+
+    def _placed(self, value: Any) -> Any:
+        """``value`` replicated over the parameters' mesh, if they have one (:mod:`stateopt._placement`)."""
+        return placed(value, vars(self).get('_mesh'))
 
     def _with_state_dtype(self, group: ParamGroup, positions: list[int], state: Any) -> Any:
         """``state`` with its per-parameter floating slots in ``state_dtype`` (if one is set)."""

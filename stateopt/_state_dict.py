@@ -195,7 +195,7 @@ class StateDicts:
         for name, state in self._step_states().items():
             state.value = loop_values[name]
         for group, values in zip(self._groups, hyper_values):
-            group._hyper.value = {**_RAW(group._hyper), **values}
+            group._hyper.value = self._placed({**_RAW(group._hyper), **values})
         if self._scheduler is not None:
             self._scheduler.load_state_dict(scheduler_state)
 
@@ -583,7 +583,7 @@ def checked_array(where: str, value: Any, like: Any) -> jax.Array:
             if low < info.min or high > info.max:
                 raise ValueError(f'{where} holds values from {low} to {high}, outside the range of '
                                  f'{dtype.name} ({info.min} to {info.max})')
-        return jnp.asarray(value, dtype=dtype)
+        return _placed_like(jnp.asarray(value, dtype=dtype), like)
     if isinstance(value, bool):
         fits = dtype == np.bool_
     elif isinstance(value, int):
@@ -597,7 +597,17 @@ def checked_array(where: str, value: Any, like: Any) -> jax.Array:
         fits = False
     if not fits or shape != ():
         raise ValueError(f'{where} must be {expected}, got {described(value)}')
-    return jnp.asarray(value, dtype=dtype)
+    return _placed_like(jnp.asarray(value, dtype=dtype), like)
+
+
+def _placed_like(array: jax.Array, like: Any) -> jax.Array:
+    """``array`` on the devices of ``like`` when ``like`` is sharded over a mesh (a loaded slot keeps
+    the layout of the one it replaces)."""
+    sharding = getattr(like, 'sharding', None)
+    if isinstance(sharding, jax.sharding.NamedSharding) and not is_traced(array) and \
+            array.sharding != sharding:
+        return jax.device_put(array, sharding)
+    return array
 
 
 def _on_host(value: Any) -> np.ndarray | None:
