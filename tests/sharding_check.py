@@ -70,7 +70,20 @@ def run(case, sharded: bool):
     problems += off_mesh(opt, 'state dict loaded') if sharded else []
     opt.param_groups[1]['lr'] = 0.5 * float(opt.param_groups[1]['lr'])
     problems += off_mesh(opt, 'lr assigned') if sharded else []
-    update(as_arrays[3])
+    stacked = {k: jnp.stack([g[k] for g in as_arrays[3:]]) for k in SHAPES}
+    brainstate.transform.jit(lambda gs: brainstate.transform.for_loop(update, gs))(stacked)
+    problems += off_mesh(opt, 'for_loop') if sharded else []
+    if not any(group.lr_schedule is not None for group in opt.param_groups):   # a scheduler can drive it
+        sched = stateopt.StepLR(opt, step_size=1, gamma=0.5)
+        sched.step()
+        problems += off_mesh(opt, 'scheduler step') if sharded else []
+
+        def update_and_step(g):
+            opt.update(g)
+            sched.step()
+
+        brainstate.transform.jit(update_and_step)(as_arrays[0])
+        problems += off_mesh(opt, 'scheduler stepped in jit') if sharded else []
     return values(states), problems
 
 

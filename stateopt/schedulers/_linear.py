@@ -109,12 +109,12 @@ class ConstantLR(LRScheduler):
         groups = optimizer.param_groups
         constant = cls(base_lr=groups[0].initial_lr, factor=1.0, total_iters=0)
         constant.optimizer, constant._lrs = optimizer, None
-        constant._bases.value = tuple(_f32(group.initial_lr) for group in groups)
+        constant._set_bases(tuple(_f32(group.initial_lr) for group in groups))
         return constant
 
     def _read_values(self) -> dict:
         if self.optimizer is not None and len(self._bases.value) != len(self.optimizer.param_groups):
-            self._bases.value = tuple(_f32(group.initial_lr) for group in self.optimizer.param_groups)
+            self._set_bases(tuple(_f32(group.initial_lr) for group in self.optimizer.param_groups))
         return super()._read_values()
 
     def lr_at(self, base, epoch, group):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._placement import mesh_of, placed
 from ._common import _f32
 
 
@@ -125,7 +126,7 @@ class Driving:
         own = tuple(self._lrs.value)
         optimizer.scheduler_attached(self, key, values['momentum'])
         self.optimizer, self._momentum_key = optimizer, key
-        self._bases.value = bases
+        self._set_bases(bases)
         self._lrs = None
         self._write_values({**values, 'lr': own + values['lr'][len(own):]})
         self._bind_children(optimizer)
@@ -142,6 +143,11 @@ class Driving:
                     f'{type(self).__name__}: {name} has {count} values (one per param group), but the '
                     f'optimizer has {groups} param group{"s" if groups != 1 else ""}; give one value per '
                     f'group, or a single value for all groups')
+
+    def _set_bases(self, bases: tuple) -> None:
+        """Store the groups' base lrs beside their lrs: on the parameters' mesh when they are sharded."""
+        groups = () if self.optimizer is None else self.optimizer.param_groups
+        self._bases.value = placed(bases, mesh_of([group['lr'] for group in groups]))
 
     def _bind_children(self, optimizer: Any) -> None:
         """Composites point their children at ``optimizer``."""
@@ -176,7 +182,7 @@ class Driving:
         """
         index = group.index
         base = _f32(self._group_base(index, group.initial_lr))
-        self._bases.value = (*self._bases.value, base)
+        self._set_bases((*self._bases.value, base))
         values = self._read_values()
         mine = {'lr': values['lr'][index:index + 1],
                 'momentum': None if values['momentum'] is None else values['momentum'][index:index + 1]}

@@ -58,7 +58,7 @@ class SchedulerStateDicts:
             return
         checked = self._check_state_dict(state_dict)
         self._write_state({key: value for key, value in checked.items() if key not in ('base_lrs', 'lrs')})
-        self._bases.value = tuple(checked['base_lrs'])
+        self._set_bases(tuple(checked['base_lrs']))
         self._write_values({'lr': tuple(checked['lrs']), 'momentum': None})
 
 
