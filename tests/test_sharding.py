@@ -5,6 +5,7 @@ sharding; and the numbers are those of the unsharded run."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -34,3 +35,14 @@ def test_optimizer_states_stay_on_the_parameters_mesh(case, report):
     ulps = 2.0 ** -23 * 8 * 5
     tolerance = (50 * ulps if case.cls is stateopt.LBFGS else ulps) * (1 + row['scale'])
     assert row['max_diff'] <= tolerance, row
+
+
+def test_the_guide_pages_code_runs_as_written():
+    """docs/sharding.md's example, in a process of its own (its fake devices must come before jax)."""
+    with open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'sharding.md')) as f:
+        blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+    assert len(blocks) == 1
+    env = {key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'}
+    process = subprocess.run([sys.executable, '-c', blocks[0]], capture_output=True, text=True, timeout=300,
+                             env={**env, 'JAX_PLATFORMS': 'cpu'})
+    assert process.returncode == 0, process.stderr[-3000:]
