@@ -29,6 +29,30 @@ def snapshot(opt, states: dict) -> tuple:
             int(opt.step_count.value), [np.asarray(g['lr']) for g in opt.param_groups])
 
 
+#: The ways a step can run: each compiles the same update differently.
+MODES = ['eager', 'jit', 'for_loop', 'donating_jit']
+
+
+def run_in_mode(opt, grads: list, mode: str) -> None:
+    """``opt.update(g)`` for each dict of arrays ``g`` in ``grads``: eagerly, each in
+    ``brainstate.transform.jit`` or ``stateopt.donating_jit``, or all in one ``for_loop``."""
+    import stateopt
+
+    def update(g):
+        opt.update(g)
+
+    if mode == 'eager':
+        for g in grads:
+            update(g)
+    elif mode in ('jit', 'donating_jit'):
+        step = (brainstate.transform.jit if mode == 'jit' else stateopt.donating_jit)(update)
+        for g in grads:
+            step(g)
+    else:
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *grads)
+        brainstate.transform.jit(lambda gs: brainstate.transform.for_loop(update, gs))(stacked)
+
+
 def assert_same(a, b) -> None:
     """Bit-identical pytrees.
 

@@ -12,7 +12,7 @@ import optax
 import pytest
 import reference
 from catalogue import grad_sequence
-from conftest import MLP, SHAPES, assert_close_f32, assert_same, make_params, values
+from conftest import MLP, MODES, SHAPES, assert_close_f32, assert_same, make_params, run_in_mode, values
 
 import stateopt
 
@@ -41,26 +41,11 @@ def run(mode, grads, **settings):
     states = make_params()
     opt = stateopt.Adam(lr=0.1, gradient_accumulation_steps=K, skip_nonfinite=True,
                         **settings).register_trainable_weights(states)
-
-    def update(g):
-        opt.update(g)
-
-    as_arrays = [{k: jnp.asarray(v) for k, v in g.items()} for g in grads]
-    if mode == 'eager':
-        for g in as_arrays:
-            update(g)
-    elif mode in ('jit', 'donating_jit'):
-        jit = brainstate.transform.jit if mode == 'jit' else stateopt.donating_jit
-        step = jit(update)
-        for g in as_arrays:
-            step(g)
-    else:
-        stacked = {k: jnp.stack([g[k] for g in as_arrays]) for k in SHAPES}
-        brainstate.transform.jit(lambda gs: brainstate.transform.for_loop(update, gs))(stacked)
+    run_in_mode(opt, [{k: jnp.asarray(v) for k, v in g.items()} for g in grads], mode)
     return opt, states
 
 
-@pytest.mark.parametrize('mode', ['eager', 'jit', 'for_loop', 'donating_jit'])
+@pytest.mark.parametrize('mode', MODES)
 def test_accumulation_and_skipping_run_alike_in_every_mode(mode):
     steps = 4 * K
     grads = micro_grads(steps, bad=[K + 1])              # the second cycle holds a NaN

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import reference
 from catalogue import grad_sequence
-from conftest import MLP, SHAPES, assert_close_f32, assert_same, make_params, values
+from conftest import MLP, MODES, SHAPES, assert_close_f32, assert_same, make_params, run_in_mode, values
 
 import stateopt
 
@@ -31,24 +31,11 @@ def bf16_grads(steps, seed=0):
 def run(mode, grads, make=lambda: stateopt.AdamW(lr=1e-2, master_dtype=jnp.float32)):
     states = bf16_params()
     opt = make().register_trainable_weights(states)
-
-    def update(g):
-        opt.update(g)
-
-    if mode == 'eager':
-        for g in grads:
-            update(g)
-    elif mode in ('jit', 'donating_jit'):
-        step = (brainstate.transform.jit if mode == 'jit' else stateopt.donating_jit)(update)
-        for g in grads:
-            step(g)
-    else:
-        stacked = {k: jnp.stack([g[k] for g in grads]) for k in SHAPES}
-        brainstate.transform.jit(lambda gs: brainstate.transform.for_loop(update, gs))(stacked)
+    run_in_mode(opt, grads, mode)
     return opt, states
 
 
-@pytest.mark.parametrize('mode', ['eager', 'jit', 'for_loop', 'donating_jit'])
+@pytest.mark.parametrize('mode', MODES)
 def test_master_weights_follow_the_float32_rule_in_every_mode(mode):
     grads = bf16_grads(STEPS)
     opt, states = run(mode, grads)
