@@ -7,8 +7,9 @@ import json
 import os
 import sys
 
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-sys.path.insert(0, os.path.dirname(__file__))
+if __name__ == '__main__':      # before jax starts; imported (by pytest's doctest collection) it is inert
+    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+    sys.path.insert(0, os.path.dirname(__file__))
 
 import brainstate  # noqa: E402
 import jax  # noqa: E402
@@ -21,7 +22,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import stateopt  # noqa: E402
 
-MESH = Mesh(np.array(jax.devices()).reshape(2, 4), ('data', 'model'))
+MESH = Mesh(np.array(jax.devices()).reshape(2, 4), ('data', 'model')) if len(jax.devices()) >= 8 else None
 SPECS = {'w': P(None, 'model'), 'b': P()}       # w is (3, 4): its columns over 'model'; b is (5,)
 
 
