@@ -43,7 +43,8 @@ from ._state import (
 from ._state_dict import StateDicts
 from ._step import Plan, Stepping, chain_update
 
-__all__ = ['OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS', 'check_direction']
+__all__ = ['OPTIMIZER_SETTINGS', 'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'BASE_HYPERPARAMS',
+           'check_direction']
 
 #: Hyper-parameters every optimizer has, for the optimizers declared without a table.
 BASE_HYPERPARAMS: dict[str, Param] = {param.name: param for param in (LR, WEIGHT_DECAY, GRAD_CLIP_NORM,
@@ -326,9 +327,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         for path, state in new:
             self._registry._add(path, state)
         try:
+            self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
             self._rebuild_groups(start, moved, new_group, old_states, old_owner)
         except BaseException:
             self._registry._truncate(start)     # nothing changes
+            self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
             raise
 
     def _rebuild_groups(self, start: int, moved: list[int], new_group: ParamGroup | None,
@@ -357,7 +360,6 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 group._positions = changed[id(group)]
         self._groups = groups
         self.opt_state.value = tuple(states)
-        self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
         if self._mesh is not None:      # counts, hyper-parameters: replicated over the parameters' mesh
             counters = (self.step_count, *self._step_states().values())
             for state in (*counters, *(group._hyper for group in groups)):
@@ -449,12 +451,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             and jnp.result_type(old) == jnp.result_type(leaf) else leaf
             for slot, leaf in zip(self._slots(group, positions, state), leaves)
             for old in [known.get((slot.owner, slot.key))]]
-        return placed(treedef.unflatten(carried), mesh_of(list(map(_RAW, self._registry.states))))
+        return self._placed(treedef.unflatten(carried))
 
     def _created_state(self, group: ParamGroup, positions: list[int]) -> Any:
         """The algorithm's fresh state for ``group`` over ``positions``, made on the parameters' mesh."""
-        values = self._working_values(positions)
-        mesh = mesh_of(values)
+        values, mesh = self._working_values(positions), vars(self).get('_mesh')
         if mesh is None:
             return self._init_group_state(group, values)
 
@@ -770,7 +771,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                            for k, v in self.defaults.items() if k != 'tx' or v is not None] +
                           [f'{k}={"<array>" if hasattr(v, "shape") else repr(v)}'
                            for k, v in self._settings.items() if not callable(v)
-                           and not (k in _LOOP_DEFAULTS and v == _LOOP_DEFAULTS[k])])
+                           and not (k in _SETTING_DEFAULTS and v == _SETTING_DEFAULTS[k])])
         return (f'{type(self).__name__}({shown}; {len(self._registry)} params in '
                 f'{len(self._groups)} groups, step {int(_RAW(self.step_count))})')
 
@@ -778,7 +779,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 # -- helpers ------------------------------------------------------------------------------
 
 
-_LOOP_DEFAULTS = {param.name: param.default for param in (*LOOP_SETTINGS, *PRECISION_SETTINGS)}
+#: The settings of the whole optimizer that every optimizer takes (the training-loop and precision layers).
+OPTIMIZER_SETTINGS = (*LOOP_SETTINGS, *PRECISION_SETTINGS)
+_SETTING_DEFAULTS = {param.name: param.default for param in OPTIMIZER_SETTINGS}
 
 
 def _refused(cls: type[OptaxOptimizer]) -> dict[str, str | None]:
@@ -798,7 +801,7 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
     if 'weight_decay' in names and 'weight_decay_mask' not in names and (
             cls._decay is not None or cls._masks_own_decay):
         table = cls.hyperparameters = table.with_keyword(WEIGHT_DECAY_MASK)   # every decaying chain takes one
-    for param in (*LOOP_SETTINGS, *PRECISION_SETTINGS):     # every optimizer takes these settings
+    for param in OPTIMIZER_SETTINGS:     # every optimizer takes these settings
         if param.name not in [param.name for param in table.params] and not _refused(cls).get(param.name):
             table = cls.hyperparameters = table.with_keyword(param)
     signature = table.signature()

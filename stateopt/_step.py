@@ -180,6 +180,7 @@ class Plan:
     compiled: Any           # the eager jax.jit
     schedules: tuple = ()   # (group index, schedule) of the groups with a non-empty lr schedule
     guard: Any = None       # DonationGuard of the parameter values it donates
+    carried: tuple = ()     # (name, State, treedef) of the other States the step carries (_step_states)
 
 
 @functools.lru_cache(maxsize=64)
@@ -296,7 +297,10 @@ class Stepping:
             compiled = _compile_step(spec)
         schedules = tuple((index, group._lr_schedule) for index, group in enumerate(self._groups)
                           if group._lr_schedule is not None and group._positions)
-        self._plan = Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules)
+        carried = tuple((name, state, jax.tree.structure(_RAW(state)))
+                        for name, state in self._step_states().items())
+        self._plan = Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules,
+                          carried=carried)
         return self._plan
 
     @property
@@ -381,15 +385,14 @@ class Stepping:
         hypers = tuple(group._hyper.value for group in self._groups)
         if plan.spec.mixed_keys:
             grads = _select_grads(plan.spec, grads)
-        carried = self._step_states()
-        counters = {name: state.value for name, state in carried.items()}
+        counters = {name: state.value for name, state, _ in plan.carried}
         new_params, new_states, count, counters = self._pure_step(
             plan.spec, params, grads, self.opt_state.value, hypers, self.step_count.value, counters, extra)
         for state, value in zip(plan.states, new_params):
             state.value = value
         self.opt_state.value = new_states
         self.step_count.value = count
-        for name, state in carried.items():
+        for name, state, _ in plan.carried:
             state.value = counters[name]
 
     def _eager_step(self, plan: Plan, grads: Any, extra: dict) -> None:
@@ -404,8 +407,7 @@ class Stepping:
         static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
         if plan.spec.mixed_keys:  # JAX cannot sort such a dict: pass the gradients in registration order
             grads = _select_grads(plan.spec, grads)
-        carried = self._step_states()
-        counters = {name: _owned(state) for name, state in carried.items()}
+        counters = {name: treedef.unflatten(owned_leaves(state)) for name, state, treedef in plan.carried}
         try:
             new_params, new_leaves, count, counters = plan.compiled(
                 tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), counters, arrays, static)
@@ -416,8 +418,8 @@ class Stepping:
         write_back(plan.states, new_params)
         store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
         write_back((self.step_count,), (count,))
-        for name, state in carried.items():
-            store_leaves(state, jax.tree.structure(counters[name]), jax.tree.leaves(counters[name]))
+        for name, state, treedef in plan.carried:
+            store_leaves(state, treedef, jax.tree.leaves(counters[name]))
 
     def _check_scheduled_lrs(self, plan: Plan) -> None:
         """Refuse, before anything changes, a schedule that gives a negative or NaN lr now."""
@@ -429,11 +431,6 @@ class Stepping:
                     f'the lr schedule of param group {index} gives lr={lr} at step {int(count)}; a '
                     f'learning rate must be >= 0 (a negative one climbs the loss). Nothing was changed: '
                     f'fix the schedule (for example the end value of optax.linear_schedule)')
-
-
-def _owned(state: Any) -> Any:
-    """An optimizer-owned State's value, safe to donate (leaves the caller may hold are copies)."""
-    return jax.tree.structure(_RAW(state)).unflatten(owned_leaves(state))
 
 
 # -- checking what a step is given ----------------------------------------------------------

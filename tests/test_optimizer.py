@@ -700,8 +700,6 @@ def test_a_bf16_model_with_float32_masters_trains_as_its_float32_master_would(ca
     opt = case.make(master_dtype=jnp.float32).register_trainable_weights(states)
     for g in grads:
         opt.update({k: jnp.asarray(v, BF16) for k, v in g.items()})
-    names = opt.param_states.keys() if hasattr(opt.param_states, 'keys') else None
-    del names
     masters = opt.state_dict()['master_params']
     for key in SHAPES:
         assert masters[key].dtype == jnp.float32 and states[key].value.dtype == BF16

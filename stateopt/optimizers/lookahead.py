@@ -19,7 +19,7 @@ from .._hyper import (
     positive_int,
     unit_interval,
 )
-from .._optimizer import OptaxOptimizer, check_direction
+from .._optimizer import OPTIMIZER_SETTINGS, OptaxOptimizer, check_direction
 from ._common import copy_tree
 from ._loss import EvaluatesLoss
 
@@ -29,8 +29,7 @@ __all__ = ['Lookahead', 'LookaheadState', 'CompleteBase', 'scale_by_lookahead']
 _CHAIN_SETTINGS = {'weight_decay': 0.0, 'weight_decay_mask': None, 'grad_clip_norm': None,
                    'grad_clip_value': None, 'maximize': False, 'decoupled_weight_decay': False}
 #: The settings of the whole optimizer (loop and precision) Lookahead takes itself, and their "off".
-_LOOP_SETTINGS = {'gradient_accumulation_steps': 1, 'accumulation_dtype': None, 'skip_nonfinite': False,
-                  'master_dtype': None, 'state_dtype': None}
+_OWN_SETTINGS = {param.name: param.default for param in OPTIMIZER_SETTINGS}
 
 
 def _fast_direction(name: str, value: Any) -> Any:
@@ -43,7 +42,7 @@ def _fast_direction(name: str, value: Any) -> Any:
                              f'e.g. stateopt.Adam()')
         unused = [f'{key}={to_python(value.defaults[key])!r}' for key, off in _CHAIN_SETTINGS.items()
                   if value.defaults.get(key, off) != off]
-        unused += [f'{key}={getattr(value, key)!r}' for key, off in _LOOP_SETTINGS.items()
+        unused += [f'{key}={getattr(value, key)!r}' for key, off in _OWN_SETTINGS.items()
                    if key in type(value).hyperparameters.settings() and getattr(value, key) != off]
         default_lr = type(value).hyperparameters['lr'].default
         if value.schedulers or value.defaults['lr'] != default_lr:
