@@ -28,7 +28,7 @@ from ._hyper import (
     is_traced,
 )
 from ._loop import LOOP_SETTINGS, Loop, accumulator_dtype
-from ._placement import mesh_of, placed, slot_shardings
+from ._placement import STATE_SHARDING, Layout, mesh_of, placed, slot_shardings, state_targets
 from ._precision import PRECISION_SETTINGS, master_of, working_value
 from ._slots import Slot, slots_of
 from ._state import (
@@ -373,6 +373,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             self.accumulated_grads.value = (*_RAW(self.accumulated_grads), *(
                 jax.tree.map(lambda v: jnp.zeros_like(v, accumulator_dtype(v, dtype)),   # v's sharding
                              _RAW(self._registry.states[i])) for i in fresh))
+        self._place_per_parameter()
         self._invalidate()
 
     @staticmethod
@@ -451,11 +452,15 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             and jnp.result_type(old) == jnp.result_type(leaf) else leaf
             for slot, leaf in zip(self._slots(group, positions, state), leaves)
             for old in [known.get((slot.owner, slot.key))]]
+        if vars(self).get('_mesh') is not None:     # a slot kept from elsewhere goes where this group's go
+            carried = [jax.device_put(old, leaf.sharding) if old is not leaf and _moved(old, leaf) else old
+                       for old, leaf in zip(carried, leaves)]
         return self._placed(treedef.unflatten(carried))
 
     def _created_state(self, group: ParamGroup, positions: list[int]) -> Any:
         """The algorithm's fresh state for ``group`` over ``positions``, made on the parameters' mesh."""
         values, mesh = self._working_values(positions), vars(self).get('_mesh')
+        targets = self._targets(group, positions)
         if mesh is None:
             return self._init_group_state(group, values)
 
@@ -463,8 +468,39 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             return self._init_group_state(group, values)
 
         abstract = jax.eval_shape(init, values)
-        owners = [slot.owner for slot in self._slots(group, positions, abstract)]
-        return jax.jit(init, out_shardings=slot_shardings(abstract, owners, values, mesh))(values)
+        slots = self._slots(group, positions, abstract)
+        return jax.jit(init, out_shardings=slot_shardings(abstract, slots, targets, mesh))(values)
+
+    def _targets(self, group: ParamGroup, positions: list[int]) -> dict:
+        """``{param name: [Target, ...]}``: where the per-parameter state of ``positions`` goes
+        (the group's ``state_sharding``, :mod:`stateopt._placement`)."""
+        setting, mesh = group._static.get('state_sharding'), vars(self).get('_mesh')
+        if setting is None and mesh is None:
+            return {}
+        names, states = self._registry.names, self._registry.states
+        return {names[i]: state_targets(setting, names[i], _RAW(states[i]), mesh) for i in positions}
+
+    def _place_per_parameter(self) -> None:
+        """Put the master weights and gradient accumulators where their group's state goes."""
+        if vars(self).get('_mesh') is None:
+            return
+        where = {}
+        for group in self._groups:
+            for position, targets in zip(group._positions, self._targets(group, group._positions).values()):
+                where[position] = [target.sharding for target in targets]
+
+        def place(array: Any, sharding: Any) -> Any:
+            return jax.device_put(array, sharding) if array is not None and _moved(array, sharding) else array
+
+        if 'master_params' in vars(self):        # one entry per parameter leaf, None where none is kept
+            self.master_params.value = tuple(
+                entry if entry is None else tuple(map(place, entry, where[position]))
+                for position, entry in enumerate(_RAW(self.master_params)))
+        if self._loop.accumulate > 1:           # shaped like each parameter's value
+            self.accumulated_grads.value = tuple(
+                jax.tree.unflatten(jax.tree.structure(entry), list(map(place, jax.tree.leaves(entry),
+                                                                       where[position])))
+                for position, entry in enumerate(_RAW(self.accumulated_grads)))
 
     def _placed(self, value: Any) -> Any:
         """``value`` replicated over the parameters' mesh, if they have one (:mod:`stateopt._placement`)."""
@@ -513,6 +549,22 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
     def _invalidate(self) -> None:
         self._plan = None
+        self._record_layout()
+
+    def _record_layout(self) -> None:
+        """Note where every array the step writes is, for the step to keep it there (:class:`Layout`).
+
+        Only on a mesh, and only from concrete values (a change made inside a trace keeps the
+        layout noted before it).
+        """
+        if vars(self).get('_mesh') is None:
+            self._layout = None
+            return
+        params = [_RAW(state) for state in self._registry.states]
+        carried = {name: _RAW(state) for name, state in self._step_states().items()}
+        every = (params, _RAW(self.opt_state), _RAW(self.step_count), carried)
+        if not any(is_traced(leaf) for leaf in jax.tree.leaves(every)):
+            self._layout = Layout.of(*every)
 
 
     # -- learning rates ----------------------------------------------------------------
@@ -790,6 +842,12 @@ def _refused(cls: type[OptaxOptimizer]) -> dict[str, str | None]:
             'state_dtype': cls._no_state_dtype}
 
 
+def _moved(old: Any, leaf: Any) -> bool:
+    """Whether the concrete array ``old`` is not where ``leaf`` (an array, or a Sharding) says."""
+    where = getattr(leaf, 'sharding', leaf)
+    return not is_traced(old) and isinstance(old, jax.Array) and old.sharding != where
+
+
 def _is_scheduler(value: Any) -> bool:
     return hasattr(value, 'attach_optimizer') and hasattr(value, 'base_lr')
 
@@ -801,7 +859,7 @@ def _declare(cls: type[OptaxOptimizer]) -> None:
     if 'weight_decay' in names and 'weight_decay_mask' not in names and (
             cls._decay is not None or cls._masks_own_decay):
         table = cls.hyperparameters = table.with_keyword(WEIGHT_DECAY_MASK)   # every decaying chain takes one
-    for param in OPTIMIZER_SETTINGS:     # every optimizer takes these settings
+    for param in (*OPTIMIZER_SETTINGS, STATE_SHARDING):     # every optimizer takes these settings
         if param.name not in [param.name for param in table.params] and not _refused(cls).get(param.name):
             table = cls.hyperparameters = table.with_keyword(param)
     signature = table.signature()

@@ -469,6 +469,8 @@ def _in_state_dict(group: ParamGroup, key: str) -> bool:
     """
     if key == 'tx' or (key == 'lr' and group._lr_schedule is not None):
         return False
+    if key == 'state_sharding':     # where the state lives is no part of it: it loads onto any layout
+        return False
     return key not in group._static or all(
         isinstance(leaf, (bool, int, float, str)) for leaf in jax.tree.leaves(group._static[key]))
 

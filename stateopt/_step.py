@@ -169,6 +169,7 @@ class _StepSpec:
     mixed_keys: bool = False  # keys of different types at one level: grads are selected before the step
     loop: Loop = Loop()     # gradient accumulation and non-finite skipping around the step (_loop.py)
     state_dtype: Any = None  # the dtype the per-parameter state is stored in (_precision.py), or None
+    layout: Any = None      # where each written array stays, on a mesh (_placement.Layout), or None
 
 
 @dataclass(eq=False)
@@ -290,6 +291,7 @@ class Stepping:
             mixed_keys=_mixed_keys(registry.paths + tuple(path for path, _ in registry.aliases.items())),
             loop=self._loop,
             state_dtype=self._settings.get('state_dtype'),
+            layout=vars(self).get('_layout'),
         )
         try:
             compiled = _shared_step(spec)
@@ -362,6 +364,8 @@ class Stepping:
             rounded = tuple(map(rounded_value, new_params, stored, masters))
             new_params = tuple(value for value, _ in rounded)
             counters = {**counters, 'master_params': tuple(master for _, master in rounded)}
+        if spec.layout is not None:     # on a mesh: everything stays where it is (_placement.py)
+            return spec.layout.kept(new_params, new_states, count, counters)
         return new_params, new_states, count, counters
 
     @classmethod

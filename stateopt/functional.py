@@ -56,8 +56,16 @@ def _snake(name: str) -> str:
     return out
 
 
+#: Hyper-parameters only the optimizer classes have: where they keep their state.
+STATEFUL_ONLY = ('state_sharding',)
+
+
 def _hyperparams(optimizer: type[OptaxOptimizer], given: dict) -> dict:
     """The constructor's defaults updated with ``given``, validated."""
+    for name in STATEFUL_ONLY:
+        if name in given:
+            raise TypeError(f'the functional API keeps no state, so it takes no {name}; place the state '
+                            f'you pass in (jax.device_put), or use stateopt.{optimizer.__name__}')
     hp = optimizer._validated(given, base=optimizer._validated(optimizer.hyperparameters.defaults()))
     hp = optimizer._resolve(hp)
     if callable(hp['lr']):

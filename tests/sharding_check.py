@@ -1,8 +1,11 @@
 """Run by test_sharding.py in a process of its own, with 8 fake CPU devices: every optimizer of the
-catalogue on parameters sharded over a (2, 4) mesh. Prints one JSON line: for each row, the places
-where an optimizer State was found off the mesh or a moment without its parameter's sharding, and
-how far its params ended from the same run unsharded."""
+catalogue on parameters sharded over a (2, 4) mesh, once with its state sharded as the parameters
+(``state_sharding=None``) and once with ZeRO-1 (``state_sharding='data'`` for one param group, a
+function for the other). Prints one JSON line: for each row and layout, the places where an
+optimizer State was found off the mesh or a moment without the sharding it should have, and how far
+its params ended from the same run unsharded."""
 
+import functools
 import json
 import os
 import sys
@@ -24,18 +27,29 @@ import stateopt  # noqa: E402
 
 MESH = Mesh(np.array(jax.devices()).reshape(2, 4), ('data', 'model')) if len(jax.devices()) >= 8 else None
 SPECS = {'w': P(None, 'model'), 'b': P()}       # w is (3, 4): its columns over 'model'; b is (5,)
+# ZeRO-1: shapes the 'data' axis (2) divides; w's moments go to P('data', 'model') (the first dimension
+# w does not shard), b's (replicated) to P('data'), the sharding the second group's function returns
+ZERO_SHAPES = {'w': (4, 8), 'b': (6,)}
+ZERO_SPECS = {'w': P('data', 'model'), 'b': P('data')}
 
 
-def sharded_params(seed=0):
-    states = make_params(seed)
+def zero_b(name, value):
+    """The second group's state_sharding: b's state split over 'data'."""
+    assert name == 'b' and value.shape == ZERO_SHAPES['b'], (name, value.shape)
+    return NamedSharding(MESH, P('data'))
+
+
+def sharded_params(seed=0, shapes=SHAPES):
+    states = make_params(seed, shapes)
     for key, state in states.items():
         state.value = jax.device_put(state.value, NamedSharding(MESH, SPECS[key]))
     return states
 
 
-def off_mesh(opt, moment: str) -> list[str]:
-    """Where a State of ``opt`` is off the mesh, or a (3, 4) array lacks w's sharding."""
+def off_mesh(opt, moment: str, shapes=SHAPES, specs=SPECS) -> list[str]:
+    """Where a State of ``opt`` is off the mesh, or an array of a parameter's shape lacks ``specs``."""
     found = []
+    expected = {shapes[key]: spec for key, spec in specs.items() if key == 'w' or shapes is ZERO_SHAPES}
     for path, state in brainstate.graph.states(opt).items():
         if '_static' in path:       # a Lookahead's base optimizer: only its settings are used
             continue
@@ -44,58 +58,68 @@ def off_mesh(opt, moment: str) -> list[str]:
             sharding = getattr(leaf, 'sharding', None)
             if not isinstance(sharding, NamedSharding) or sharding.mesh != MESH:
                 found.append(f'{where} on {sharding}')
-            elif tuple(leaf.shape) == SHAPES['w'] and sharding.spec != SPECS['w']:
-                found.append(f'{where} has {sharding.spec}, not w\'s {SPECS["w"]}')
+            elif tuple(leaf.shape) in expected and sharding.spec != expected[tuple(leaf.shape)]:
+                found.append(f'{where} has {sharding.spec}, not {expected[tuple(leaf.shape)]}')
     return found
 
 
-def run(case, sharded: bool):
-    states = sharded_params() if sharded else make_params()
-    grads = grad_sequence(SHAPES, 4, seed=1)
-    opt = case.make().register_trainable_weights({'w': states['w']})
-    problems = off_mesh(opt, 'registered') if sharded else []
-    opt.add_param_group({'b': states['b']}, **case.group)
-    problems += off_mesh(opt, 'group added') if sharded else []
+def run(case, layout: str):
+    """Train ``case`` on 'unsharded', 'sharded' or 'zero' parameters; (their values, problems found)."""
+    shapes = ZERO_SHAPES if layout.startswith('zero') else SHAPES
+    sharded = layout in ('sharded', 'zero')
+    states = sharded_params(shapes=shapes) if sharded else make_params(shapes=shapes)
+    grads = grad_sequence(shapes, 4, seed=1)
+    zero = dict(state_sharding='data') if layout == 'zero' else {}
+    opt = case.make(**zero).register_trainable_weights({'w': states['w']})
+    if layout == 'zero':
+        checked = functools.partial(off_mesh, shapes=ZERO_SHAPES, specs=ZERO_SPECS)
+    else:
+        checked = off_mesh
+    problems = checked(opt, 'registered') if sharded else []
+    opt.add_param_group({'b': states['b']}, **case.group, **(dict(state_sharding=zero_b) if zero else {}))
+    problems += checked(opt, 'group added') if sharded else []
 
     def update(g):
         opt.update(g)
 
     as_arrays = [{k: jnp.asarray(v) for k, v in g.items()} for g in grads]
     update(as_arrays[0])
-    problems += off_mesh(opt, 'eager step') if sharded else []
+    problems += checked(opt, 'eager step') if sharded else []
     brainstate.transform.jit(update)(as_arrays[1])
-    problems += off_mesh(opt, 'jit step') if sharded else []
+    problems += checked(opt, 'jit step') if sharded else []
     stateopt.donating_jit(update)(as_arrays[2])
-    problems += off_mesh(opt, 'donating_jit step') if sharded else []
+    problems += checked(opt, 'donating_jit step') if sharded else []
     opt.load_state_dict(jax.tree.map(np.asarray, opt.state_dict()))
-    problems += off_mesh(opt, 'state dict loaded') if sharded else []
+    problems += checked(opt, 'state dict loaded') if sharded else []
     opt.param_groups[1]['lr'] = 0.5 * float(opt.param_groups[1]['lr'])
-    problems += off_mesh(opt, 'lr assigned') if sharded else []
-    stacked = {k: jnp.stack([g[k] for g in as_arrays[3:]]) for k in SHAPES}
+    problems += checked(opt, 'lr assigned') if sharded else []
+    stacked = {k: jnp.stack([g[k] for g in as_arrays[3:]]) for k in shapes}
     brainstate.transform.jit(lambda gs: brainstate.transform.for_loop(update, gs))(stacked)
-    problems += off_mesh(opt, 'for_loop') if sharded else []
+    problems += checked(opt, 'for_loop') if sharded else []
     if not any(group.lr_schedule is not None for group in opt.param_groups):   # a scheduler can drive it
         sched = stateopt.StepLR(opt, step_size=1, gamma=0.5)
         sched.step()
-        problems += off_mesh(opt, 'scheduler step') if sharded else []
+        problems += checked(opt, 'scheduler step') if sharded else []
 
         def update_and_step(g):
             opt.update(g)
             sched.step()
 
         brainstate.transform.jit(update_and_step)(as_arrays[0])
-        problems += off_mesh(opt, 'scheduler stepped in jit') if sharded else []
+        problems += checked(opt, 'scheduler stepped in jit') if sharded else []
     return values(states), problems
 
 
 def main():
     report = {}
     for case in CASES + GROUP_CASES:
-        got, problems = run(case, sharded=True)
-        want, _ = run(case, sharded=False)
-        report[case.id] = {'problems': problems[:5],
-                           'max_diff': max(float(np.max(np.abs(got[k] - want[k]))) for k in SHAPES),
-                           'scale': max(float(np.max(np.abs(want[k]))) for k in SHAPES)}
+        for layout, reference in (('sharded', 'unsharded'), ('zero', 'zero-unsharded')):
+            got, problems = run(case, layout)
+            want, _ = run(case, reference)
+            report[f'{case.id}/{layout}'] = {
+                'problems': problems[:5],
+                'max_diff': max(float(np.max(np.abs(got[k] - want[k]))) for k in got),
+                'scale': max(float(np.max(np.abs(want[k]))) for k in want)}
     print(json.dumps(report))
 
 

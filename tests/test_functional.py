@@ -67,6 +67,8 @@ def test_functional_validates_hyperparameters():
     with pytest.raises(ValueError, match='schedule'):
         F.adam_update({'w': jnp.ones(1)}, F.adam_init({'w': jnp.ones(1)}), {'w': jnp.ones(1)},
                       lr=lambda count: 0.1)
+    with pytest.raises(TypeError, match='keeps no state, so it takes no state_sharding'):
+        F.adam_init({'w': jnp.ones(1)}, state_sharding='data')
 
 
 def test_the_checked_in_stub_lists_every_generated_function_with_its_declared_defaults():

@@ -1,7 +1,8 @@
 """Sharded parameters (8 fake CPU devices, in a subprocess: see sharding_check.py): every optimizer's
 States stay on the parameters' mesh through registration, param groups, eager, jit, donating_jit and
 for_loop steps, state dicts, lr assignments and scheduler steps; moments keep their parameter's
-sharding; and the numbers are those of the unsharded run."""
+sharding, or under ZeRO-1 (state_sharding) the finer one it gives them, while the parameters keep
+theirs; and the numbers are those of the unsharded run."""
 
 import json
 import os
@@ -25,9 +26,11 @@ def report():
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize('layout', ['sharded', 'zero'])
 @pytest.mark.parametrize('case', CASES + GROUP_CASES, ids=[case.id for case in CASES + GROUP_CASES])
-def test_optimizer_states_stay_on_the_parameters_mesh(case, report):
-    row = report[case.id]
+def test_optimizer_states_stay_on_the_parameters_mesh(case, layout, report):
+    """'sharded': each moment as its parameter; 'zero': ZeRO-1, the moments split further over 'data'."""
+    row = report[f'{case.id}/{layout}']
     assert row['problems'] == [], row['problems']
     # the sharded step compiles to other code than the unsharded one: float32 rounding of 5 steps;
     # L-BFGS divides by inner products of differences of nearby params and grads, which carry the
