@@ -14,6 +14,7 @@ from .checkpoint import (
     CheckpointMismatchError,
     CheckpointSave,
     LoadResult,
+    OrbaxCheckpointManager,
     load_checkpoint,
     save_checkpoint,
     save_checkpoint_async,
@@ -92,6 +93,6 @@ __all__ = [
     'EMA',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',
-    'CheckpointError', 'CheckpointMismatchError',
+    'CheckpointError', 'CheckpointMismatchError', 'OrbaxCheckpointManager',
     'SCHEDULERS', 'LRScheduler', 'CurrentLRs', *SCHEDULERS, 'plot_schedule',
 ]

@@ -40,13 +40,18 @@ A State is stored as its value, and an optimizer or a scheduler (any object with
 ``state_dict()`` and ``load_state_dict()``) as its state dict, so a file holds plain
 data only: nothing in it is unpickled or executed. One array holds at most 4 GiB
 (msgpack's limit for one binary).
+
+Sharded and multi-host state goes to :class:`OrbaxCheckpointManager` instead: a directory
+of numbered steps written by orbax-checkpoint, each holding the tree in this encoding (as
+JSON, with every array replaced by a reference) beside its arrays in orbax's format.
 """
 
 from ._format import CheckpointError, CheckpointMismatchError
 from ._io import CheckpointSave, save_checkpoint, save_checkpoint_async
+from ._orbax import OrbaxCheckpointManager
 from ._restore import LoadResult, load_checkpoint
 
 __all__ = [
     'CheckpointError', 'CheckpointMismatchError', 'CheckpointSave', 'LoadResult',
-    'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint',
+    'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'OrbaxCheckpointManager',
 ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import os
 import stat
 import struct
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,10 +91,29 @@ class _KeyData:
     """A decoded PRNG key array: its implementation name and raw key data."""
 
     impl: str
-    data: np.ndarray
+    data: Any            # a numpy array, or a _StoredArray of an orbax checkpoint
+
+
+@dataclass(eq=False)
+class _StoredArray:
+    """An array of an orbax checkpoint, known by its dtype and shape before its data is read.
+
+    ``name`` is its entry in the checkpoint's arrays (None for an array with no elements,
+    which has no data), ``path`` its place in the tree. Checking the tree against a target
+    sets ``like`` to the target's array whose dtype and sharding it is read with; one left
+    without is read as a numpy array.
+    """
+
+    dtype: np.dtype
+    shape: tuple
+    name: str | None
+    path: tuple
+    like: Any = None
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, _StoredArray):
+        return f'a {value.dtype.name} array of shape {value.shape}'
     if isinstance(value, _KeyData):
         return f'a {value.impl} PRNG key array of shape {value.data.shape[:-1]}'
     if _is_key_array(value):
@@ -119,62 +139,88 @@ def _entries_of(node: Any) -> tuple[list, Any] | None:
 
 # -- encoding ------------------------------------------------------------------------------
 
-def _encode(node: Any, path: tuple, copy: bool) -> Any:
-    """``node`` (a target) as msgpack-ready lists; arrays are read (and copied if ``copy``)."""
+def _encode(node: Any, path: tuple, encode_array: Callable[[Any, tuple], Any]) -> Any:
+    """``node`` (a target) as msgpack-ready lists; each array (a PRNG key array's key data
+    included) is encoded by ``encode_array(array, path)``: inline in a file
+    (:func:`_inline_array`), or as a reference to where an orbax checkpoint stores it."""
     if len(path) > MAX_DEPTH:
         raise ValueError(f'{_shown_entry(path[:MAX_DEPTH])} nests deeper than {MAX_DEPTH} levels')
     if is_state(node):
-        return _encode(node.value, path, copy)
+        return _encode(node.value, path, encode_array)
     if isinstance(node, jax.core.Tracer):
         raise TypeError(f'{_shown_entry(path)} is a traced value; save checkpoints outside jit')
     if _is_key_array(node):
-        data = _encode(jax.random.key_data(node), path, copy)
+        data = _encode(jax.random.key_data(node), path, encode_array)
         return ['key', str(jax.random.key_impl(node)), data]
     if _is_array(node):
-        return _encode_array(node, path, copy)
+        return encode_array(node, path)
     if isinstance(node, Mapping):
         items = ['dict']
         for key, value in node.items():
             items.append(_encode_key(key, path))
-            items.append(_encode(value, path + (key,), copy))
+            items.append(_encode(value, path + (key,), encode_array))
         return items
     if isinstance(node, (list, tuple)):
         kind = 'list' if isinstance(node, list) else 'tuple'
-        return [kind] + [_encode(item, path + (i,), copy) for i, item in enumerate(node)]
+        return [kind] + [_encode(item, path + (i,), encode_array) for i, item in enumerate(node)]
     if node is None or isinstance(node, (bool, float, str, bytes)):
         return node
     if isinstance(node, int):
-        if not -2 ** 63 <= node < 2 ** 64:
-            raise ValueError(f'{_shown_entry(path)} is the int {node}, outside the 64-bit range a '
-                             f'checkpoint stores; store it as a string')
-        return node
+        return _checked_int(node, path)
     if isinstance(node, complex):
         return ['complex', node.real, node.imag]
     if _is_stateful(node):
-        return _encode(node.state_dict(), path, copy)
+        return _encode(node.state_dict(), path, encode_array)
     children = _entries_of(node)
     if children is None:
         raise TypeError(f'{_shown_entry(path)} is a {type(node).__name__}, which a checkpoint cannot '
                         f'store; store States, optimizers, schedulers, arrays, numbers, strings '
                         f'and dicts, lists or tuples of them')
-    return _encode(dict(children[0]), path, copy)
+    return _encode(dict(children[0]), path, encode_array)
+
+
+def _checked_int(node: int, path: tuple) -> int:
+    if not -2 ** 63 <= node < 2 ** 64:
+        raise ValueError(f'{_shown_entry(path)} is the int {node}, outside the 64-bit range a '
+                         f'checkpoint stores; store it as a string')
+    return node
 
 
 def _encode_key(key: Any, path: tuple) -> Any:
-    if key is None or isinstance(key, (bool, int, float, str)):
-        return _encode(key, path, False)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return _checked_int(key, path)
+    if key is None or isinstance(key, (bool, float, str)):
+        return key
     if isinstance(key, tuple):
         return ['tuple'] + [_encode_key(part, path) for part in key]
     raise TypeError(f'{_shown_entry(path)} has the key {key!r} of type {type(key).__name__}; checkpoint '
                     f'keys are None, bools, ints, floats, strings or tuples of them')
 
 
-def _encode_array(array: Any, path: tuple, copy: bool) -> list:
+def _checked_dtype(array: Any, path: tuple) -> np.dtype:
+    """``array``'s dtype, if a checkpoint stores it; TypeError naming the entry if not."""
+    dtype = np.dtype(array.dtype)
+    if _DTYPES.get(dtype.name) != dtype.newbyteorder('='):
+        raise TypeError(f'{_shown_entry(path)} is an array of dtype {dtype}, which a checkpoint '
+                        f'cannot store; the dtypes are {", ".join(_DTYPES)}')
+    return dtype
+
+
+def _inline_array(array: Any, path: tuple, copy: bool) -> list:
+    """An array of a checkpoint file: its bytes in the payload (copied if ``copy``).
+
+    A jax array on devices of other processes too (of a multi-host run) is refused, even
+    a replicated one: a file is written by one process, and the state of a multi-host run
+    is saved by every process, through orbax.
+    """
+    if not getattr(array, 'is_fully_addressable', True):
+        raise ValueError(f'{_shown_entry(path)} is a jax array of shape {tuple(array.shape)} on devices of '
+                         f'several processes (a multi-host array); save_checkpoint writes a file from one '
+                         f'process: save multi-host state with stateopt.OrbaxCheckpointManager, which '
+                         f'every process calls')
+    _checked_dtype(array, path)
     array = np.asarray(array)
     name = array.dtype.name
-    if _DTYPES.get(name) != array.dtype.newbyteorder('='):
-        raise TypeError(f'{_shown_entry(path)} is an array of dtype {array.dtype}, which a checkpoint '
-                        f'cannot store; the dtypes are {", ".join(_DTYPES)}')
     if array.nbytes >= 2 ** 32:
         raise ValueError(f'{_shown_entry(path)} is an array of {array.nbytes} bytes; a checkpoint stores '
                          f'arrays of up to 4 GiB (2**32 - 1 bytes) each: split it into several')
@@ -288,8 +334,13 @@ class _Corrupt(Exception):
     """A payload that is not a valid encoding; becomes a CheckpointError naming the file."""
 
 
-def _decode(node: Any, path: tuple) -> Any:
-    """The Python value of an encoded node; ``_Corrupt`` if it is malformed."""
+def _decode(node: Any, path: tuple, stored: bool = False) -> Any:
+    """The Python value of an encoded node; ``_Corrupt`` if it is malformed.
+
+    With ``stored`` (the tree of an orbax checkpoint) arrays are
+    ``['stored', dtype name, [dim, ...], name or None]`` and decode to
+    :class:`_StoredArray`, and bytes are ``['bytes', base64 text]``.
+    """
     if node is None or isinstance(node, (bool, int, float, str, bytes)):
         return node
     if len(path) > MAX_DEPTH:
@@ -305,18 +356,28 @@ def _decode(node: Any, path: tuple) -> Any:
             key = _decode_key(body[index], path)
             if key in result:
                 raise _Corrupt(f'{_shown_entry(path)} has the key {key!r} twice')
-            result[key] = _decode(body[index + 1], path + (key,))
+            result[key] = _decode(body[index + 1], path + (key,), stored)
         return result
     if kind in ('list', 'tuple'):
-        items = [_decode(item, path + (i,)) for i, item in enumerate(body)]
+        items = [_decode(item, path + (i,), stored) for i, item in enumerate(body)]
         return items if kind == 'list' else tuple(items)
-    if kind == 'array':
+    if kind == 'array' and not stored:
         return _decode_array(body, path)
+    if kind == 'stored' and stored:
+        return _decode_stored_array(body, path)
+    if kind == 'bytes' and stored:
+        if len(body) != 1 or not isinstance(body[0], str):
+            raise _Corrupt(f'{_shown_entry(path)} is malformed bytes')
+        try:
+            return base64.b64decode(body[0], validate=True)
+        except ValueError:
+            raise _Corrupt(f'{_shown_entry(path)} is malformed bytes') from None
     if kind == 'key':
         if len(body) != 2 or not isinstance(body[0], str):
             raise _Corrupt(f'{_shown_entry(path)} is a malformed PRNG key array')
-        data = _decode(body[1], path)
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint32 or data.ndim < 1:
+        data = _decode(body[1], path, stored)
+        if not isinstance(data, (np.ndarray, _StoredArray)) or data.dtype != np.uint32 \
+                or len(data.shape) < 1:
             raise _Corrupt(f'{_shown_entry(path)} is a PRNG key array without uint32 key data')
         return _KeyData(body[0], data)
     if kind == 'complex':
@@ -334,13 +395,27 @@ def _decode_key(node: Any, path: tuple) -> Hashable:
     raise _Corrupt(f'{_shown_entry(path)} has a key that is not None, a number, a string or a tuple')
 
 
-def _decode_array(body: list, path: tuple) -> np.ndarray:
+def _decoded_shape(body: list, path: tuple, data_type: type | tuple) -> tuple[np.dtype, list]:
+    """The dtype and shape of an encoded array whose body is [dtype name, shape, data]."""
     if len(body) != 3 or body[0] not in _DTYPES or not isinstance(body[1], list) \
-            or not isinstance(body[2], bytes):
+            or not isinstance(body[2], data_type):
         raise _Corrupt(f'{_shown_entry(path)} is a malformed array')
-    dtype, shape, data = _DTYPES[body[0]], body[1], body[2]
+    dtype, shape = _DTYPES[body[0]], body[1]
     if len(shape) > MAX_DEPTH or not all(type(dim) is int and dim >= 0 for dim in shape):
         raise _Corrupt(f'{_shown_entry(path)} is an array with the invalid shape {shape!r}')
+    return dtype, shape
+
+
+def _decode_stored_array(body: list, path: tuple) -> _StoredArray:
+    dtype, shape = _decoded_shape(body, path, (str, type(None)))
+    if (body[2] is None) != (math.prod(shape) == 0):
+        raise _Corrupt(f'{_shown_entry(path)} is a malformed array')
+    return _StoredArray(dtype, tuple(shape), body[2], path)
+
+
+def _decode_array(body: list, path: tuple) -> np.ndarray:
+    dtype, shape = _decoded_shape(body, path, bytes)
+    data = body[2]
     if math.prod(shape) * dtype.itemsize != len(data):
         raise _Corrupt(f'{_shown_entry(path)} is an array of shape {tuple(shape)} and dtype {dtype} '
                        f'with {len(data)} bytes of data')

@@ -13,9 +13,10 @@ import secrets
 import stat
 import threading
 import warnings
+from functools import partial
 from typing import Any
 
-from ._format import _encode, _frame, _payload
+from ._format import _encode, _frame, _inline_array, _payload
 
 try:
     import fcntl
@@ -296,7 +297,7 @@ def _submit(path: str | os.PathLike, target: Any, overwrite: bool, copy: bool,
     path = os.fspath(path)
     _raise_unreported(path, call)
     _target(path, overwrite)
-    encoded = _encode(target, (), copy)
+    encoded = _encode(target, (), partial(_inline_array, copy=copy))
     with _executor_lock:
         if _executor is None:
             _executor = concurrent.futures.ThreadPoolExecutor(
@@ -405,7 +406,9 @@ def save_checkpoint(path: str | os.PathLike, target: Any, *, overwrite: bool = T
         written.
     TypeError, ValueError
         A value a checkpoint cannot store, naming its place in ``target``; nothing
-        is written.
+        is written. A jax array on devices of several processes (of a multi-host
+        run, sharded or replicated) is one: save multi-host state with
+        :class:`OrbaxCheckpointManager`.
     OSError
         The file could not be written (a missing directory, a read-only file
         system, a full disk, ``path`` is a directory, ...): the message names

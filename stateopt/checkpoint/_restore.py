@@ -24,6 +24,7 @@ from ._format import (
     _KeyData,
     _read,
     _shown_entry,
+    _StoredArray,
     is_state,
 )
 
@@ -122,21 +123,36 @@ def _restore(template: Any, saved: Any, path: tuple, plan: _RestorePlan, relaxed
     return jax.tree_util.tree_unflatten(treedef, items)
 
 
+#: What a saved array is: read from a file, read by orbax, or not read yet (an orbax checkpoint's,
+#: being checked).
+_SAVED_ARRAYS = (np.ndarray, jax.Array, _StoredArray)
+
+
 def _restored_array(template: Any, saved: Any, path: tuple) -> Any:
-    """``saved`` with ``template``'s type, dtype and sharding, after checking it fits."""
+    """``saved`` with ``template``'s type, dtype and sharding, after checking it fits.
+
+    An array not read yet (a :class:`_StoredArray`) is returned as it is, told to be read
+    like ``template`` (a PRNG key array's data like ``template``'s key data).
+    """
     if _is_key_array(template):
         impl = str(jax.random.key_impl(template))
         data = jax.random.key_data(template)
         if not isinstance(saved, _KeyData) or saved.impl != impl or saved.data.shape != data.shape:
             raise _mismatch(path, saved, template)
+        if isinstance(saved.data, _StoredArray):
+            saved.data.like = data
+            return saved
         return jax.device_put(jax.random.wrap_key_data(saved.data, impl=impl), template.sharding)
-    if not isinstance(saved, np.ndarray):
+    if not isinstance(saved, _SAVED_ARRAYS):
         raise _mismatch(path, saved, template)
     dtype = np.dtype(template.dtype)
-    if saved.shape != np.shape(template) or saved.dtype != dtype.newbyteorder('='):
+    if tuple(saved.shape) != np.shape(template) or saved.dtype != dtype.newbyteorder('='):
         raise CheckpointMismatchError(
-            f'{_shown_entry(path)}: the checkpoint has shape {saved.shape} and dtype {saved.dtype}, '
-            f'the target has shape {tuple(np.shape(template))} and dtype {dtype}')
+            f'{_shown_entry(path)}: the checkpoint has shape {tuple(saved.shape)} and dtype '
+            f'{np.dtype(saved.dtype)}, the target has shape {tuple(np.shape(template))} and dtype {dtype}')
+    if isinstance(saved, _StoredArray):
+        saved.like = template
+        return saved
     if isinstance(template, jax.Array):
         return jax.device_put(saved, template.sharding)
     if isinstance(template, np.generic):
@@ -164,8 +180,9 @@ def _restore_state_dict(template: Any, saved: Any, path: tuple, checks_itself: b
         return items if isinstance(saved, list) else tuple(items)
     if _is_key_array(template) and isinstance(saved, _KeyData):
         return _restored_array(template, saved, path)
-    if _is_array(template) and not _is_key_array(template) and isinstance(saved, np.ndarray):
-        fits = saved.shape == np.shape(template) and saved.dtype == np.dtype(template.dtype).newbyteorder('=')
+    if _is_array(template) and not _is_key_array(template) and isinstance(saved, _SAVED_ARRAYS):
+        fits = tuple(saved.shape) == np.shape(template) \
+            and saved.dtype == np.dtype(template.dtype).newbyteorder('=')
         return saved if checks_itself and not fits else _restored_array(template, saved, path)
     return saved
 
@@ -298,7 +315,15 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
     ['epoch']
     """
     name = os.fspath(path)
-    saved = _read_any(name)
+    plan, tree = _checked(name, target, _read_any(name), strict)
+    _commit_plan(plan, name, strict)
+    return LoadResult(tree, [_shown_entry(p) for p in plan.missing],
+                      [_shown_entry(p) for p in plan.unexpected])
+
+
+def _checked(name: str, target: Any, saved: Any, strict: bool) -> tuple[_RestorePlan, Any]:
+    """What restoring the checkpoint ``name`` (its contents ``saved``) into ``target`` writes,
+    and the restored tree, once every entry is checked; nothing is written yet."""
     plan = _RestorePlan()
     try:
         tree = _restore(target, saved, (), plan, relaxed=True)
@@ -311,5 +336,4 @@ def load_checkpoint(path: str | os.PathLike, target: Any, *, strict: bool = True
         problems += [f'the target lacks {", ".join(unexpected)}'] if unexpected else []
         raise CheckpointMismatchError(f'{name} does not fit the target: {"; ".join(problems)}; '
                                       f'pass strict=False to load the entries both have')
-    _commit_plan(plan, name, strict)
-    return LoadResult(tree, missing, unexpected)
+    return plan, tree
