@@ -24,6 +24,7 @@ import optax
 from ._base import NodeMeta
 from ._donation import RAW, mark_unread, owned_leaves, store_leaves, write_back
 from ._hyper import check_number, floating_dtype, inside_jax_transform, is_traced
+from ._placement import mesh_of, placed
 from ._state import (
     KeyPath,
     OptimState,
@@ -216,7 +217,7 @@ class EMA(brainstate.graph.Node, metaclass=NodeMeta):
         self._averages = tuple(OptimState(_first_average(name, value, dtype))
                                for name, value in zip(self._registry.names, values))
         self.averages = unflatten(self._registry.paths, self._averages)
-        self.count = OptimState(jnp.zeros((), jnp.int32))
+        self.count = OptimState(placed(jnp.zeros((), jnp.int32), mesh_of(values)))  # on the model's mesh
         self._swapped = False
         self._compiled = None
 

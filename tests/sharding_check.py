@@ -100,6 +100,7 @@ def run(case, layout: str):
         sched = stateopt.StepLR(opt, step_size=1, gamma=0.5)
         sched.step()
         problems += checked(opt, 'scheduler step') if sharded else []
+        problems += checked(sched, 'the scheduler\'s own States') if sharded else []
 
         def update_and_step(g):
             opt.update(g)

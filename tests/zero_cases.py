@@ -189,3 +189,17 @@ def test_a_state_dict_loads_onto_any_layout_exactly(mesh, saved_with, loaded_wit
     fresh.load_state_dict(saved)
     assert_same(jax.tree.map(np.asarray, fresh.state_dict()), saved)
     assert jax.tree.map(lambda leaf: leaf.sharding, fresh.opt_state.value) == shardings
+
+
+@pytest.mark.parametrize('mode', ['eager', 'jit'])
+def test_an_ema_keeps_its_averages_where_the_parameters_are(mesh, mode):
+    params = replicated(mesh)
+    params['w'].value = jax.device_put(params['w'].value, NamedSharding(mesh, P('data')))
+    ema = stateopt.EMA(params, decay=0.5)
+    update = ema.update if mode == 'eager' else brainstate.transform.jit(ema.update)
+    for _ in range(2):
+        update()
+    for key, average in ema.state_dict()['averages'].items():
+        assert average.sharding == params[key].value.sharding, key
+    assert ema.count.value.sharding == NamedSharding(mesh, P())      # not on one device
+    assert int(ema.count.value) == 2

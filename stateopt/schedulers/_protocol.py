@@ -145,9 +145,14 @@ class Driving:
                     f'group, or a single value for all groups')
 
     def _set_bases(self, bases: tuple) -> None:
-        """Store the groups' base lrs beside their lrs: on the parameters' mesh when they are sharded."""
+        """Store the groups' base lrs beside their lrs: on the parameters' mesh when they are sharded,
+        and the epoch counters with them."""
         groups = () if self.optimizer is None else self.optimizer.param_groups
-        self._bases.value = placed(bases, mesh_of([group['lr'] for group in groups]))
+        mesh = mesh_of([group['lr'] for group in groups])
+        self._bases.value = placed(bases, mesh)
+        for name in ('last_epoch', *self._extra_counters):
+            state = getattr(self, name)
+            state.value = placed(state.value, mesh)
 
     def _bind_children(self, optimizer: Any) -> None:
         """Composites point their children at ``optimizer``."""
