@@ -234,6 +234,7 @@ TUTORIAL_PAGES = {
     '04_checkpointing': ('checkpoints', 1),
     '05_lbfgs_closure': ('training_loop', 1),
     '06_training_loop_features': ('accumulation', 1),
+    '07_scaling_out': ('scaling_out', 1),
 }
 
 

@@ -41,8 +41,8 @@ def test_optimizer_states_stay_on_the_parameters_mesh(case, layout, report):
 
 
 def test_the_guide_pages_code_runs_as_written():
-    """docs/sharding.md's example, in a process of its own (its fake devices must come before jax)."""
-    with open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'sharding.md')) as f:
+    """docs/scaling_out.md's example, in a process of its own (its fake devices must come before jax)."""
+    with open(os.path.join(os.path.dirname(__file__), '..', 'docs', 'scaling_out.md')) as f:
         blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
     assert len(blocks) == 1
     env = {key: value for key, value in os.environ.items() if key != 'XLA_FLAGS'}
