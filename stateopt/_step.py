@@ -320,7 +320,17 @@ class Stepping:
         ``counters`` holds the optimizer's other States the step carries: the loop
         layer's (:mod:`stateopt._loop`) and the master weights (:mod:`stateopt._precision`);
         returns ``(params, optimizer states, count, counters)``.
+
+        Every matrix and dot product in it (L-BFGS's curvature pairs, Muon's Newton-Schulz
+        iteration, norms computed as dots) runs at full float32 precision, whatever jax's
+        default matmul precision is (on a GPU, TF32 or bfloat16 passes by default).
         """
+        with jax.default_matmul_precision('highest'):
+            return cls._step_body(spec, params, grads, opt_states, hypers, count, counters, extra)
+
+    @classmethod
+    def _step_body(cls, spec: _StepSpec, params, grads, opt_states, hypers, count, counters, extra):
+        """:meth:`_pure_step` at full matmul precision."""
         _check_params(spec, params)
         grad_values = list(grads) if spec.mixed_keys else _select_grads(spec, grads)
         masters = counters.get('master_params')

@@ -1,6 +1,7 @@
 """Generic optimizer tests, run over the whole catalogue table."""
 
 import inspect
+import re
 
 import brainstate
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 import reference
-from catalogue import CASES, INVALID, grad_sequence
+from catalogue import CASES, GROUP_CASES, INVALID, grad_sequence
 from conftest import MLP, SHAPES, assert_close_f32, assert_same, make_params, snapshot, values
 
 import stateopt
@@ -748,3 +749,30 @@ def test_state_dtype_stores_the_per_parameter_state_narrower(case):
         # the other way; the largest difference seen over the catalogue is 0.4% of the distance moved
         assert err.max() <= 2 ** -6 * moved + 1e-6, (case.id, key, err.max() / moved)
 
+
+
+def _lowered_step(opt, grads) -> str:
+    """The StableHLO of ``opt``'s eager step for ``grads``, as ``update`` would call it."""
+    from stateopt._donation import RAW
+    opt.update(grads)
+    plan = opt._get_plan()
+    args = (tuple(RAW(s) for s in plan.states), grads, jax.tree.leaves(RAW(opt.opt_state)),
+            tuple(RAW(g._hyper) for g in opt._groups), RAW(opt.step_count),
+            {k: RAW(s) for k, s in opt._step_states().items()}, {}, ())
+    return plan.compiled.lower(*args).as_text()
+
+
+def test_every_dot_product_of_every_step_runs_at_full_float32_precision():
+    """A GPU multiplies float32 matrices in TF32 or bfloat16 passes by default (jax's default
+    matmul precision); L-BFGS's curvature pairs and Muon's Newton-Schulz iteration lose their
+    accuracy there. Under the lowest default, every dot of every step is still HIGHEST."""
+    with_dots = set()
+    for case in CASES + GROUP_CASES:
+        opt = case.make().register_trainable_weights(make_params())
+        with jax.default_matmul_precision('bfloat16'):
+            text = _lowered_step(opt, {k: jnp.asarray(v) for k, v in grad_sequence(SHAPES, 1)[0].items()})
+        precisions = re.findall(r'dot_general.*?precision = \[(\w+), (\w+)\]', text)
+        assert all(p == ('HIGHEST', 'HIGHEST') for p in precisions), (case.id, precisions)
+        if precisions:
+            with_dots.add(case.cls.__name__)
+    assert {'LBFGS', 'Muon'} <= with_dots, with_dots
