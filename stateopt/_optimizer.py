@@ -345,6 +345,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         else:
             default_positions = [p for p in default._positions if p not in moved]
             changed = {id(default): default_positions, id(new_group): moved + fresh}
+            if default_positions == default._positions:     # nothing leaves it: its state stays
+                del changed[id(default)]
             groups.append(new_group)
         states = []
         for group in groups:
@@ -440,7 +442,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         state = self._with_state_dtype(group, positions, self._created_state(group, positions))
         old_groups = {id(old_group): old_group for old_group in self._groups}
         known = {}
+        # only the groups the new one takes parameters (or its group slots) from: linear in the groups
+        sources = {old_owner[position] for position in positions if position in old_owner} | {source}
         for group_id, old in old_states.items():
+            if group_id not in sources:
+                continue
             old_positions = [position for position, owner in old_owner.items() if owner == group_id]
             old_slots = self._slots(old_groups[group_id], old_positions, old)
             for slot, leaf in zip(old_slots, jax.tree.leaves(old)):

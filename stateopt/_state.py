@@ -221,6 +221,7 @@ class UniqueStateManager:
         self._index: dict[int, int] = {}      # id(state) -> position
         self._by_path: dict[KeyPath, int] = {}
         self._by_name: dict[str, int] = {}
+        self._names: list[str] = []           # param_name of each path, in registration order
         self._prefixes: set[KeyPath] = set()  # proper prefixes of registered paths
         self._aliases: dict[KeyPath, int] = {}      # further keys of registered States
         if states is not None:
@@ -304,6 +305,7 @@ class UniqueStateManager:
         self._index[id(state)] = position
         self._by_path[path] = position
         self._by_name[param_name(path)] = position
+        self._names.append(param_name(path))
         self._prefixes.update(path[:cut] for cut in range(1, len(path)))
 
     def _truncate(self, count: int) -> None:
@@ -341,7 +343,7 @@ class UniqueStateManager:
     @property
     def names(self) -> tuple[str, ...]:
         """The :func:`param_name` of every registered State."""
-        return tuple(param_name(path) for path in self._paths)
+        return tuple(self._names)
 
     def position(self, state: brainstate.State) -> int:
         """The registration position of ``state`` (found by identity)."""

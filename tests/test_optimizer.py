@@ -776,3 +776,20 @@ def test_every_dot_product_of_every_step_runs_at_full_float32_precision():
         if precisions:
             with_dots.add(case.cls.__name__)
     assert {'LBFGS', 'Muon'} <= with_dots, with_dots
+
+
+def test_adding_a_param_group_works_on_that_group_alone(monkeypatch):
+    """Registration cost is linear in the groups: the k-th add_param_group builds the new group's
+    state and reads no other group's slots (with 40 groups already there)."""
+    import stateopt._optimizer as core
+    states = [brainstate.ParamState(jnp.full(3, float(i))) for i in range(42)]
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights({'p0': states[0]})
+    for i in range(1, 41):
+        opt.add_param_group({f'p{i}': states[i]}, lr=0.01 * i)
+    calls = []
+    real = core.slots_of
+    monkeypatch.setattr(core, 'slots_of', lambda *args: calls.append(args[1]) or real(*args))
+    opt.add_param_group({'p41': states[41]}, lr=0.5)
+    assert [sorted(values) for values in calls] == [['p41']] * len(calls) and 1 <= len(calls) <= 2, calls
+    opt.update({f'p{i}': jnp.ones(3) for i in range(42)})
+    assert float(states[41].value[0]) == pytest.approx(41.0 - 0.5, abs=1e-5)   # Adam's first step: lr
