@@ -442,19 +442,19 @@ def _user_shardings(fn: Callable, in_shardings: Any, out_shardings: Any, dynamic
                          f'Sharding for all positional arguments of {name}, or a tuple with one entry per '
                          f'argument.')
     for i, (entry, arg) in enumerate(zip(per_argument, dynamic)):
-        try:
-            jax.tree.structure(entry, is_leaf=_is_sharding_leaf).flatten_up_to(arg)
-        except (ValueError, TypeError):
-            raise ValueError(f'in_shardings[{i}] is {entry!r}, which is not a tree prefix of argument {i} of '
-                             f'{name}, {jax.tree.structure(arg)}. Give a Sharding or None for the whole '
-                             f'argument, or a pytree of them with its structure.') from None
-    try:
-        jax.tree.structure(out_shardings, is_leaf=_is_sharding_leaf).flatten_up_to(out_shapes)
-    except (ValueError, TypeError):
-        raise ValueError(f'out_shardings is {out_shardings!r}, which is not a tree prefix of what {name} '
-                         f'returns, {jax.tree.structure(out_shapes)}. Give a Sharding or None for all of it, '
-                         f'or a pytree of them with its structure.') from None
+        _check_prefix(entry, arg, f'in_shardings[{i}]', f'argument {i} of {name}')
+    _check_prefix(out_shardings, out_shapes, 'out_shardings', f'what {name} returns')
     return per_argument, out_shardings
+
+
+def _check_prefix(shardings: Any, tree: Any, what: str, whose: str) -> None:
+    """Refuse ``shardings`` (given as ``what``) unless it is a tree prefix of ``tree`` (``whose``)."""
+    try:
+        jax.tree.structure(shardings, is_leaf=_is_sharding_leaf).flatten_up_to(tree)
+    except (ValueError, TypeError):
+        raise ValueError(f'{what} is {shardings!r}, which is not a tree prefix of {whose}, '
+                         f'{jax.tree.structure(tree)}. Give a Sharding or None for all of it, or a pytree '
+                         f'of them with its structure.') from None
 
 
 _SHAPE_DTYPE = operator.attrgetter('shape', 'dtype')
