@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ['RAW', 'DonationGuard', 'FlagsReads', 'flags_reads', 'owned_leaves', 'store_leaves', 'store_raw',
-           'write_back', 'mark_unread']
+           'write_back', 'mark_unread', 'held_elsewhere']
 
 #: A State's stored value, read without trace recording or hooks.
 RAW = operator.attrgetter('_value')
@@ -274,6 +274,12 @@ def write_back(states: Sequence[brainstate.State], values: Sequence[Any]) -> Non
     else:
         for state, value in zip(states, values):
             vars(state)['_value'] = value
+
+
+def held_elsewhere(state: brainstate.State) -> bool:
+    """Whether a caller may hold some array of an optimizer-owned State's value: it was read
+    since it was last written, and its value has arrays to hold."""
+    return _exposed(state) and bool(jax.tree.leaves(RAW(state)))
 
 
 def mark_unread(states: Sequence[brainstate.State]) -> None:

@@ -15,6 +15,7 @@ import optax
 from ._base import Optimizer
 from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
+from ._donation import held_elsewhere, mark_unread
 from ._groups import ParamGroup, ParamGroups, lr_shown, to_python
 from ._hyper import (
     DECAY_DOCS,
@@ -187,6 +188,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             self.master_params = OptimState(())
         self._groups: list[ParamGroup] = [ParamGroup(self, [], self.defaults, explicit=False)]
         self.opt_state = OptimState((self._init_group_state(self._groups[0], {}),))
+        mark_unread([self.opt_state, self.step_count, *self._step_states().values()])   # made here: unheld
         self._plan: Plan | None = None
         if self._scheduler is not None:
             self._scheduler.attach_optimizer(self)
@@ -323,12 +325,16 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                     f'calls. Nothing was changed')
         old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
         old_owner = {pos: id(g) for g in self._groups for pos in g._positions}
+        own = [self.opt_state, self.step_count, *self._step_states().values()]
+        held = [held_elsewhere(state) for state in own]     # read since written: a caller may hold them
         start = len(self._registry)
         for path, state in new:
             self._registry._add(path, state)
         try:
             self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
             self._rebuild_groups(start, moved, new_group, old_states, old_owner)
+            # arrays made now are held by nobody else: the first step may donate them, not copy them
+            mark_unread([state for state, was_held in zip(own, held) if not was_held])
         except BaseException:
             self._registry._truncate(start)     # nothing changes
             self._mesh = mesh_of([_RAW(state) for state in self._registry.states])

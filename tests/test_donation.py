@@ -7,6 +7,8 @@ caller may hold a State's value (``.value``), or a second State sharing it: brai
 steps, and reads what it holds.
 """
 
+import weakref
+
 import brainstate
 import jax
 import jax.numpy as jnp
@@ -91,3 +93,27 @@ def test_whatever_a_caller_holds_stays_valid(mode, hold, which):
         buffer = 0.9 * buffer + 1.0 if buffer else 1.0
         w = w - np.float32(lr) * np.float32(buffer)
     np.testing.assert_allclose(np.asarray(params['w'].value), w, rtol=1e-6, atol=1e-6)
+
+
+def test_the_first_step_donates_the_state_registration_made_and_copies_nothing(monkeypatch):
+    """A kept copy of the moments would double the optimizer's memory at the first step (the peak a
+    run is sized by): the state registration creates is held by nobody, so it is donated, not copied.
+    Read through ``.value``, it is copied instead, and what was read stays valid."""
+    import stateopt._donation as donation
+    copies = []
+    real = donation._copy
+    monkeypatch.setattr(donation, '_copy', lambda leaf: copies.append(np.shape(leaf)) or real(leaf))
+    params = {key: brainstate.ParamState(jnp.full((64, 32), float(i))) for i, key in enumerate('ab')}
+    opt = stateopt.AdamW(lr=0.1, gradient_accumulation_steps=2, skip_nonfinite=True)
+    opt.register_trainable_weights(params)
+    opt.add_param_group({'c': brainstate.ParamState(jnp.ones(5))}, lr=0.5)
+    # weak references: a strong one would hold the moments, and they would rightly be copied
+    moments = [weakref.ref(leaf) for leaf in jax.tree.leaves(donation.RAW(opt.opt_state))
+               if np.shape(leaf) == (64, 32)]
+    grads = {'a': jnp.ones((64, 32)), 'b': jnp.ones((64, 32)), 'c': jnp.ones(5)}
+    opt.update(grads)
+    assert copies == [] and len(moments) == 4
+    assert all(ref() is None or ref().is_deleted() for ref in moments)     # donated
+    held = opt.opt_state.value          # a read: the next step copies what was read
+    opt.update(grads)
+    assert copies and not any(leaf.is_deleted() for leaf in jax.tree.leaves(held))
