@@ -188,7 +188,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             self.master_params = OptimState(())
         self._groups: list[ParamGroup] = [ParamGroup(self, [], self.defaults, explicit=False)]
         self.opt_state = OptimState((self._init_group_state(self._groups[0], {}),))
-        mark_unread([self.opt_state, self.step_count, *self._step_states().values()])   # made here: unheld
+        mark_unread(self._own_states())     # made here: nobody else holds them
         self._plan: Plan | None = None
         if self._scheduler is not None:
             self._scheduler.attach_optimizer(self)
@@ -325,7 +325,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                     f'calls. Nothing was changed')
         old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
         old_owner = {pos: id(g) for g in self._groups for pos in g._positions}
-        own = [self.opt_state, self.step_count, *self._step_states().values()]
+        own = self._own_states()
         held = [held_elsewhere(state) for state in own]     # read since written: a caller may hold them
         start = len(self._registry)
         for path, state in new:
@@ -399,6 +399,10 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         return {names[i]: working_value(value, masters[i] if i < len(masters) else
                                         self._master_of(value, master))
                 for i in positions for value in [_RAW(states[i])]}
+
+    def _own_states(self) -> list:
+        """The States whose values the optimizer makes: its state, step count and :meth:`_step_states`."""
+        return [self.opt_state, self.step_count, *self._step_states().values()]
 
     def _step_states(self) -> dict:
         """The optimizer's States the step carries besides its state and count, ``{name: State}``:
