@@ -26,7 +26,7 @@ from ._decay import decay_mask_value
 __all__ = [
     'Hyper', 'Param', 'Hyperparameters', 'REQUIRED', 'LR', 'WEIGHT_DECAY', 'GRAD_CLIP_NORM',
     'GRAD_CLIP_VALUE', 'MAXIMIZE', 'WEIGHT_DECAY_MASK', 'DECAY_DOCS', 'lr_value',
-    'is_traced', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
+    'is_traced', 'at_top_level', 'inside_jax_transform', 'check_number', 'non_negative', 'positive',
     'optional_positive',
     'unit_interval', 'open_unit_interval', 'flag', 'betas', 'beta_tuple', 'choice', 'positive_int',
     'floating_dtype',
@@ -42,6 +42,11 @@ try:    # JAX's own test of "no transform is tracing now"; absent, traced inputs
     from jax._src.core import trace_state_clean as _at_top_level
 except ImportError:  # pragma: no cover - a JAX without it
     _at_top_level = None
+
+
+def at_top_level() -> bool:
+    """Whether no JAX transform is tracing now, by JAX's own cheap test (False where it has none)."""
+    return _at_top_level is not None and _at_top_level()
 
 
 def inside_jax_transform(*values: Any) -> bool:

@@ -34,7 +34,7 @@ from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
-from ._hyper import inside_jax_transform, is_traced
+from ._hyper import at_top_level, inside_jax_transform, is_traced
 from ._loop import Loop, run_loop
 from ._precision import rounded_value, working_grad, working_value
 from ._state import ReadableKeyError, leaves_with_keys, shown_key
@@ -182,6 +182,7 @@ class Plan:
     schedules: tuple = ()   # (group index, schedule) of the groups with a non-empty lr schedule
     guard: Any = None       # DonationGuard of the parameter values it donates
     carried: tuple = ()     # (name, State, treedef) of the other States the step carries (_step_states)
+    written: tuple = ()     # the States written back from the step's outputs: ``states`` and the count
 
 
 @functools.lru_cache(maxsize=64)
@@ -253,7 +254,9 @@ class Stepping:
         if grads is None:
             raise ValueError('step needs grads, or a closure returning (grads, loss)')
         plan = self._get_plan()
-        if is_traced(self.step_count.value):
+        if at_top_level():      # nothing is tracing: the eager step (the cheapest test first)
+            self._eager_step(plan, grads, extra_args)
+        elif is_traced(self.step_count.value):
             self._traced_step(plan, grads, extra_args)
         else:
             if inside_jax_transform(grads, extra_args):
@@ -302,7 +305,7 @@ class Stepping:
         carried = tuple((name, state, jax.tree.structure(_RAW(state)))
                         for name, state in self._step_states().items())
         self._plan = Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules,
-                          carried=carried)
+                          carried=carried, written=(*registry.states, self.step_count))
         return self._plan
 
     @property
@@ -417,11 +420,11 @@ class Stepping:
         plan.guard = DonationGuard.protected(plan.guard, plan.states, params)
         opt_leaves = owned_leaves(self.opt_state)
         hypers = tuple(_RAW(group._hyper) for group in self._groups)
-        arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
-        static = tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
+        arrays, static = _split_extra(extra) if extra else ({}, ())
         if plan.spec.mixed_keys:  # JAX cannot sort such a dict: pass the gradients in registration order
             grads = _select_grads(plan.spec, grads)
-        counters = {name: treedef.unflatten(owned_leaves(state)) for name, state, treedef in plan.carried}
+        counters = ({name: treedef.unflatten(owned_leaves(state)) for name, state, treedef in plan.carried}
+                    if plan.carried else {})
         try:
             new_params, new_leaves, count, counters = plan.compiled(
                 tuple(params), grads, opt_leaves, hypers, _RAW(self.step_count), counters, arrays, static)
@@ -429,9 +432,8 @@ class Stepping:
             _select_grads(plan.spec, grads)
             raise
         del params, opt_leaves
-        write_back(plan.states, new_params)
+        write_back(plan.written, (*new_params, count))
         store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
-        write_back((self.step_count,), (count,))
         for name, state, treedef in plan.carried:
             store_leaves(state, treedef, jax.tree.leaves(counters[name]))
 
@@ -448,6 +450,12 @@ class Stepping:
 
 
 # -- checking what a step is given ----------------------------------------------------------
+
+def _split_extra(extra: dict) -> tuple[dict, tuple]:
+    """A step's extra arguments: the arrays (traced) and the rest (static, hashable items)."""
+    arrays = {k: v for k, v in extra.items() if _is_array_like(v)}
+    return arrays, tuple(sorted((k, v) for k, v in extra.items() if k not in arrays))
+
 
 def _is_array_like(value: Any) -> bool:
     return isinstance(value, (int, float, complex, np.ndarray, np.generic, jax.Array)) \
