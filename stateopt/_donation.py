@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._trace import at_top_level, is_traced
+
 __all__ = ['RAW', 'DonationGuard', 'FlagsReads', 'flags_reads', 'owned_leaves', 'store_leaves', 'store_raw',
            'write_back', 'mark_unread', 'held_elsewhere']
 
@@ -96,12 +98,16 @@ class FlagsReads:
 
     A read through ``.value`` sets the ``_exposed`` flag: whoever read the value may keep
     any container of it, so it is copied before a donating call; writing through the
-    donation layer clears it.
+    donation layer clears it. A read inside a brainstate trace gives tracers, which
+    hold no buffer, and leaves the flag as it is: compiling a train step that reads
+    the optimizer's state does not make its first call copy that state.
     """
 
     def _read_value(self):
-        vars(self)['_exposed'] = True
-        return super()._read_value()
+        value = super()._read_value()
+        if at_top_level() or not is_traced(value):
+            vars(self)['_exposed'] = True
+        return value
 
     def __pretty_repr_item__(self, key, value):
         if key in ('_exposed', '_leaves'):    # this layer's bookkeeping

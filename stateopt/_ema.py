@@ -23,7 +23,7 @@ import optax
 
 from ._base import NodeMeta
 from ._donation import RAW, mark_unread, owned_leaves, store_leaves, write_back
-from ._hyper import check_number, floating_dtype, inside_jax_transform, is_traced
+from ._hyper import check_number, floating_dtype
 from ._placement import mesh_of, placed
 from ._state import (
     KeyPath,
@@ -35,6 +35,7 @@ from ._state import (
 )
 from ._state_dict import StateDictKeyError, _checked_slot, _plain_string, described
 from ._step import _signature
+from ._trace import inside_jax_transform, is_traced
 
 __all__ = ['EMA']
 

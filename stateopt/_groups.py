@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._base import NodeMeta
-from ._hyper import is_traced
 from ._state import OptimState, ReadableKeyError, deepcopy_owning_states, unflatten
+from ._trace import is_traced
 
 __all__ = ['ParamGroup', 'ParamGroups', 'as_dynamic', 'to_python']
 

@@ -13,7 +13,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
 from ._donation import RAW, DonationGuard, flags_reads, owned_leaves, store_leaves, write_back
-from ._hyper import is_traced
+from ._trace import at_top_level, is_traced
 
 __all__ = ['donating_jit']
 
@@ -160,7 +160,7 @@ def donating_jit(
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if jax.config.jax_disable_jit or is_traced((args, kwargs)):
+        if jax.config.jax_disable_jit or (not at_top_level() and is_traced((args, kwargs))):
             return fn(*args, **kwargs)
         plan = plan_for(args, kwargs)
         values = list(map(RAW, plan.written))
@@ -462,6 +462,12 @@ _SHAPE_DTYPE = operator.attrgetter('shape', 'dtype')
 
 def _signature(args: tuple, kwargs: dict, static_argnums: tuple, static_argnames: tuple) -> tuple:
     """What a call's plan depends on: structure, shapes and dtypes, and static values."""
+    if not (kwargs or static_argnums):     # the common call: positional arrays only
+        leaves, treedef = jax.tree.flatten(args)
+        try:
+            return treedef, tuple(map(_SHAPE_DTYPE, leaves))
+        except AttributeError:
+            return treedef, tuple(map(_aval, leaves))
     dynamic = tuple(a for i, a in enumerate(args) if i not in static_argnums)
     static = tuple(a for i, a in enumerate(args) if i in static_argnums)
     dynamic_kwargs = {k: v for k, v in kwargs.items() if k not in static_argnames}

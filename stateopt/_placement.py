@@ -29,8 +29,9 @@ from typing import Any, NamedTuple
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
-from ._hyper import Param, is_traced
+from ._hyper import Param
 from ._state import leaves_with_keys, param_name
+from ._trace import is_traced
 
 __all__ = ['STATE_SHARDING', 'Layout', 'Target', 'mesh_of', 'placed', 'slot_shardings', 'state_targets',
            'zero_sharding']

@@ -14,9 +14,9 @@ from . import _hyper
 from ._braintools import from_braintools, is_braintools_state_dict
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, as_dynamic, to_python
-from ._hyper import is_traced
 from ._slots import LAYOUT_VERSION
 from ._state import ReadableKeyError
+from ._trace import is_traced
 
 __all__ = ['StateDict', 'StateDicts', 'StateDictKeyError']
 

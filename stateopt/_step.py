@@ -34,10 +34,10 @@ from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
 from ._groups import to_python
-from ._hyper import at_top_level, inside_jax_transform, is_traced
 from ._loop import Loop, run_loop
 from ._precision import rounded_value, working_grad, working_value
 from ._state import ReadableKeyError, leaves_with_keys, shown_key
+from ._trace import at_top_level, inside_jax_transform, is_traced
 
 __all__ = ['Stepping', 'chain_update']
 

@@ -117,3 +117,31 @@ def test_the_first_step_donates_the_state_registration_made_and_copies_nothing(m
     held = opt.opt_state.value          # a read: the next step copies what was read
     opt.update(grads)
     assert copies and not any(leaf.is_deleted() for leaf in jax.tree.leaves(held))
+
+
+def test_compiling_a_train_step_does_not_make_its_first_call_copy_the_optimizer_state(monkeypatch):
+    """Tracing a train step reads the optimizer's state through ``.value``, but those reads give
+    tracers, which hold no buffer: the first ``donating_jit`` call donates the moments registration
+    made instead of copying them (the copy set the peak memory of a run). A read outside the trace
+    still makes the next call copy what was read."""
+    import stateopt._donation as donation
+    copies = []
+    real = donation._copy
+    monkeypatch.setattr(donation, '_copy', lambda leaf: copies.append(np.shape(leaf)) or real(leaf))
+    params = {key: brainstate.ParamState(jnp.full((64, 32), float(i))) for i, key in enumerate('ab')}
+    opt = stateopt.AdamW(lr=0.1).register_trainable_weights(params)
+    moments = [weakref.ref(leaf) for leaf in jax.tree.leaves(donation.RAW(opt.opt_state))
+               if np.shape(leaf) == (64, 32)]
+    loss = brainstate.transform.grad(lambda: sum(jnp.sum(p.value ** 2) for p in params.values()),
+                                     grad_states=params)
+
+    @stateopt.donating_jit
+    def train():
+        opt.update(loss())
+
+    train()
+    assert copies == [] and len(moments) == 4
+    assert all(ref() is None or ref().is_deleted() for ref in moments)     # donated
+    held = opt.opt_state.value
+    train()
+    assert copies and not any(leaf.is_deleted() for leaf in jax.tree.leaves(held))

@@ -15,9 +15,9 @@ from typing import Any
 import brainstate
 
 from .._donation import RAW, store_raw
-from .._hyper import is_traced
 from .._optimizer import OptaxOptimizer
 from .._state import UniqueStateManager, unflatten
+from .._trace import is_traced
 
 __all__ = ['EvaluatesLoss', 'Objective']
 

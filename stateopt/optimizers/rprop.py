@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._hyper import GRAD_CLIP_NORM, GRAD_CLIP_VALUE, LR, Hyperparameters, Param, is_traced
+from .._hyper import GRAD_CLIP_NORM, GRAD_CLIP_VALUE, LR, Hyperparameters, Param
 from .._optimizer import OptaxOptimizer
+from .._trace import is_traced
 from ._common import f32, map_unzip, pair, zeros_like
 
 __all__ = ['Rprop', 'TorchRpropState', 'scale_by_torch_rprop']

@@ -24,13 +24,12 @@ from .._hyper import (
     Hyperparameters,
     Param,
     choice,
-    inside_jax_transform,
-    is_traced,
     non_negative,
     positive_int,
 )
 from .._optimizer import OptaxOptimizer
 from .._state import unflatten
+from .._trace import inside_jax_transform, is_traced
 from ._common import static_flag
 from .sgd import MOMENTUM, MomentumBuffer, scale_by_torch_sgd
 

@@ -31,9 +31,10 @@ import optax
 
 from .._base import NodeMeta
 from .._groups import to_python as _to_python
-from .._hyper import check_number, inside_jax_transform, is_traced
+from .._hyper import check_number
 from .._state import OptimState, deepcopy_owning_states, is_state
 from .._state_dict import described
+from .._trace import inside_jax_transform, is_traced
 from ._common import I32, LRs, _check_lengths, _f32, _int, _like, _per_group, _pick
 from ._docs import _document_parameters
 from ._protocol import Driving

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .._hyper import is_traced
+from .._trace import is_traced
 from ._base import LRScheduler
 from ._common import I32, _check_lengths, _f32, _int, _like, _pick, _tree_where
 from ._plateau import _metric_input

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .._hyper import check_number, is_traced
+from .._hyper import check_number
+from .._trace import is_traced
 from ._base import LRScheduler
 from ._common import F32, I32, LRs, _cos_weight, _f32, _int
 
