@@ -6,6 +6,7 @@ import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from inspect import signature as inspect_signature
 from typing import Any
 
 import brainstate
@@ -26,6 +27,12 @@ def donating_jit(
     out_shardings: Any = None,
     state_shardings: Mapping[brainstate.State, Sharding] | Callable[[brainstate.State], Sharding | None]
     | None = None,
+    donate_argnums: int | Sequence[int] = (),
+    donate_argnames: str | Sequence[str] = (),
+    keep_unused: bool = False,
+    inline: bool = False,
+    name: str | None = None,
+    **jit_options: Any,
 ) -> Callable:
     """Like ``brainstate.transform.jit``, but the buffers of the States ``fn`` writes are donated.
 
@@ -57,6 +64,14 @@ def donating_jit(
 
     Inside another brainstate transform the call becomes part of the outer computation.
 
+    It is a drop-in for ``brainstate.transform.jit`` on train steps: the same call forms
+    (positional, keyword and static arguments, Python scalars, pytrees in and out), the
+    model's other States (batch-norm statistics, the PRNG key) written as any State, the
+    same keywords, and the same attributes on the result: ``origin_fun``,
+    ``clear_cache()``, and the ahead-of-time stages ``lower``, ``trace``, ``eval_shape``
+    and ``compile``, which run nothing and change no State. Where brainstate passes
+    ``in_shardings`` per argument, a tree prefix works here too, as in ``jax.jit``.
+
     Parameters
     ----------
     fn : callable
@@ -75,6 +90,18 @@ def donating_jit(
         | None`` asked once for each State the function reads or writes (None: the
         rule above). A pinned State is moved to its sharding if its array is
         uncommitted, and a written one comes back on it.
+    donate_argnums, donate_argnames : optional
+        Arguments whose buffers are donated too (deleted after the call), as for
+        ``jax.jit``: a name also donates the parameter of that name passed by
+        position. A donated argument cannot be static.
+    keep_unused, inline : bool, optional
+        As for ``jax.jit``.
+    name : str, optional
+        The compiled program's name (default: ``fn``'s).
+    **jit_options
+        Further keywords of ``jax.jit`` (``compiler_options``, ...).
+
+    Negative argument indices are refused, as ``brainstate.transform.jit`` refuses them.
 
     Every sharding given must span the same devices. A key or value that does not fit
     raises a ``TypeError`` or ``ValueError`` naming it, before anything runs.
@@ -101,9 +128,14 @@ def donating_jit(
     if fn is None:
         return functools.partial(donating_jit, static_argnums=static_argnums, static_argnames=static_argnames,
                                  in_shardings=in_shardings, out_shardings=out_shardings,
-                                 state_shardings=state_shardings)
-    static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+                                 state_shardings=state_shardings, donate_argnums=donate_argnums,
+                                 donate_argnames=donate_argnames, keep_unused=keep_unused, inline=inline,
+                                 name=name, **jit_options)
+    static_argnums = _argnums(static_argnums, 'static_argnums')
     static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    donated_args = _donated_arguments(fn, _argnums(donate_argnums, 'donate_argnums'), donate_argnames,
+                                      static_argnums, static_argnames)
+    jit_options = {**jit_options, 'keep_unused': keep_unused, 'inline': inline}
     given = _sharding_leaves(in_shardings, 'in_shardings') + _sharding_leaves(out_shardings, 'out_shardings')
     pin_of = _pins(state_shardings)
     if isinstance(state_shardings, Mapping):
@@ -126,16 +158,17 @@ def donating_jit(
     def compile_for(plan: _Plan) -> Callable:
         """The jitted call of ``plan``, taking and giving back the States' leaves on ``plan.layouts``."""
         # the layout is bound, not passed: a static argument costs tens of µs per call
-        bound = functools.partial(run, plan.layout)
+        bound = _named(functools.partial(run, plan.layout), name or getattr(fn, '__name__', 'train_step'))
         static = tuple(i + 3 for i in static_argnums)
+        donate = (0, 1, *donated_args(plan.layout))
         if all(layout is None for layout in plan.layouts) and plan.user_shardings is None:
-            return jax.jit(bound, donate_argnums=(0, 1), static_argnums=static)
+            return jax.jit(bound, donate_argnums=donate, static_argnums=static, **jit_options)
         written, own, read = (None if all(leaf is None for leaf in jax.tree.leaves(group, is_leaf=_is_none))
                               else group for group in plan.trees.unflatten(plan.layouts))
         user_in, user_out = plan.user_shardings or ((None,) * plan.n_dynamic, None)
-        return jax.jit(bound, donate_argnums=(0, 1), static_argnums=static,
+        return jax.jit(bound, donate_argnums=donate, static_argnums=static,
                        in_shardings=(written, own, read, *user_in, *[None] * len(plan.kw_names)),
-                       out_shardings=(written, own, user_out))
+                       out_shardings=(written, own, user_out), **jit_options)
 
     plans: dict = {}   # argument signature -> _Plan
 
@@ -184,7 +217,85 @@ def donating_jit(
             store_leaves(state, treedef, leaves)
         return out
 
+    def staged(stage: str) -> Callable:
+        """``call``'s compiled function at an ahead-of-time ``stage``: nothing runs, no State changes."""
+        def at_stage(*args: Any, **kwargs: Any) -> Any:
+            plan = plan_for(args, kwargs)
+            own_leaves = tuple(jax.tree.leaves(RAW(state)) for state in plan.own)
+            inputs = (tuple(map(RAW, plan.written)), own_leaves, tuple(map(RAW, plan.read)), *args,
+                      *map(kwargs.__getitem__, plan.kw_names))
+            compiled = plan.compiled
+            if stage == 'compile':
+                return compiled.lower(*inputs).compile()
+            return getattr(compiled, stage)(*inputs)
+        at_stage.__name__ = stage
+        at_stage.__doc__ = (f'``jax.jit(...).{stage}`` of the compiled call for these arguments. It '
+                           f"takes the written States' values, the optimizer States' leaves and the read "
+                           f"States' values before the arguments, and returns the new values of the first "
+                           f'two before what the function returns.')
+        return at_stage
+
+    def clear_cache() -> None:
+        """Forget every traced and compiled form of the function (the next call traces again)."""
+        plans.clear()
+        stateful.clear_cache()
+
+    call.origin_fun = fn
+    call.clear_cache = clear_cache
+    for stage in ('lower', 'trace', 'eval_shape', 'compile'):
+        setattr(call, stage, staged(stage))
     return call
+
+
+def _argnums(argnums: int | Sequence[int], what: str) -> tuple:
+    """``argnums`` as a tuple of non-negative ints; a negative index is refused, as brainstate does."""
+    argnums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    negative = [i for i in argnums if not isinstance(i, int) or i < 0]
+    if negative:
+        raise ValueError(f'{what}={argnums!r}: {negative[0]!r} is not the index of a positional argument; '
+                         f'give non-negative indices (as brainstate.transform.jit requires)')
+    return argnums
+
+
+def _donated_arguments(fn: Callable, argnums: tuple, argnames: str | Sequence[str], static_argnums: tuple,
+                       static_argnames: tuple) -> Callable:
+    """The donated arguments of ``fn`` as positions of the compiled call, given a plan's layout.
+
+    As in ``jax.jit``, ``donate_argnums`` and ``donate_argnames`` name the same parameters
+    where ``fn``'s signature tells which position a name has; a keyword argument comes
+    after the positional ones in the compiled call.
+    """
+    names = {argnames} if isinstance(argnames, str) else set(argnames)
+    positions = set(argnums)
+    try:
+        parameters = [p for p in inspect_signature(fn).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):   # no signature to read: the two stay as given
+        parameters = []
+    for position, parameter in enumerate(parameters):
+        if parameter.name in names:
+            positions.add(position)
+        elif position in positions:
+            names.add(parameter.name)
+    static = positions.intersection(static_argnums) or names.intersection(static_argnames)
+    if static:
+        raise ValueError(f'donating_jit: {sorted(static)[0]!r} is both static and donated; a static '
+                         f'argument has no buffer to donate')
+    if not positions and not names:
+        return lambda layout: ()
+
+    def donated(layout: _Layout) -> tuple:
+        return (*(i + 3 for i in sorted(positions) if i < layout.n_args),
+                *(3 + layout.n_args + j for j, name in enumerate(layout.kw_names) if name in names))
+    return donated
+
+
+def _named(fn: Callable, name: str) -> Callable:
+    """``fn`` under ``name``: the name jax gives the compiled program."""
+    def named(*args: Any) -> Any:
+        return fn(*args)
+    named.__name__ = named.__qualname__ = name
+    return named
 
 
 @dataclass(frozen=True, eq=False)

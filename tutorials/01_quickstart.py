@@ -92,7 +92,7 @@ def build(seed: int):
         log_probs = jax.nn.log_softmax(logits)
         return -jnp.mean(jnp.take_along_axis(log_probs, yb[:, None], axis=1))
 
-    @brainstate.transform.jit
+    @stateopt.donating_jit
     def train_step(xb, yb):
         grads, loss = brainstate.transform.grad(
             loss_fn, grad_states=params, return_value=True)(xb, yb)

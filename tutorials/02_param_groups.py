@@ -120,7 +120,7 @@ def make_train_step(model, optimizer, trainable):
         optimizer.update(grads)
         return loss
 
-    return brainstate.transform.jit(train_step), traces
+    return stateopt.donating_jit(train_step), traces
 
 
 def make_accuracy(model):

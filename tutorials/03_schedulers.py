@@ -195,7 +195,7 @@ drawn = np.stack([line.get_ydata() for line in axes.get_lines()], axis=1)
 traces = {'count': 0}
 
 
-@brainstate.transform.jit
+@stateopt.donating_jit
 def cosine_train_step(xb, yb):
     traces['count'] += 1
     grads, loss = brainstate.transform.grad(
@@ -236,7 +236,7 @@ optimizer = stateopt.AdamW(lr=plateau, weight_decay=1e-4)
 optimizer.register_trainable_weights(params)
 
 
-@brainstate.transform.jit
+@stateopt.donating_jit
 def plateau_train_step(xb, yb):
     grads, loss = brainstate.transform.grad(
         lambda: cross_entropy(model, xb, yb), grad_states=params, return_value=True)()

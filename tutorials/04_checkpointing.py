@@ -89,7 +89,7 @@ class Run:
         self.optimizer.register_trainable_weights(self.params)
         output_params = self.model.output.states(brainstate.ParamState)
         self.optimizer.add_param_group(output_params, lr=1e-3)
-        self.train_step = brainstate.transform.jit(self._train_step)
+        self.train_step = stateopt.donating_jit(self._train_step)
 
     def _train_step(self, xb, yb):
         def loss_fn():

@@ -128,7 +128,7 @@ assert lbfgs['grad_norm'][-1] < 1e-2 * lbfgs['grad_norm'][0], 'L-BFGS converges'
 # ## Adam on the same problem
 #
 # Adam needs no closure: its train step is the usual one, compiled with
-# `brainstate.transform.jit`, here at `lr=0.01`.
+# `stateopt.donating_jit`, here at `lr=0.01`.
 
 # %%
 model, params, loss_fn = new_problem()
@@ -136,7 +136,7 @@ optimizer = stateopt.Adam(lr=1e-2).register_trainable_weights(params)
 adam_norm = gradient_norm(params, loss_fn)
 
 
-@brainstate.transform.jit
+@stateopt.donating_jit
 def adam_step():
     grads, loss = brainstate.transform.grad(loss_fn, grad_states=params,
                                             return_value=True)()

@@ -106,7 +106,7 @@ params = model.states(brainstate.ParamState)
 source_opt = stateopt.AdamW(lr=3e-3).register_trainable_weights(params)
 
 
-@brainstate.transform.jit
+@stateopt.donating_jit
 def source_step(x, y):
     grads = brainstate.transform.grad(
         lambda: cross_entropy(model, x, y), grad_states=params)()
@@ -140,7 +140,7 @@ opt.add_param_group(model.head.states(brainstate.ParamState), lr=1e-2)
 ema = stateopt.EMA(params, decay=0.98, warmup=True)
 
 
-@brainstate.transform.jit
+@stateopt.donating_jit
 def micro_step(x, y):
     grads = brainstate.transform.grad(
         lambda: cross_entropy(model, x, y), grad_states=params)()
