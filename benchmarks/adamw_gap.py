@@ -10,6 +10,11 @@ XLA flags take effect, an AdamW step (donated buffers) written four ways:
 - ``per-leaf``: the usual jitted step over the parameter pytree (what optax and stateopt compile);
 - ``flat``: parameters and gradients concatenated into one buffer per dtype, the moments kept
   flat, the new parameters sliced back out;
+- ``small flat``: ``flat`` for the leaves of at most ``SMALL`` elements, the larger ones per
+  leaf (a layout that would leave large sets as they are);
+- ``packed``: parameters, gradients and moments each stored as one flat buffer, as a packed
+  parameter layout would keep them (the model reading views of one buffer): no copies in or
+  out, the bound for any layout;
 - ``grouped``: leaves of one shape stacked, one update per shape, unstacked again;
 - with XLA flags: the per-leaf step under each flag of ``FLAGS``;
 
@@ -36,6 +41,9 @@ FLAGS = [
 ]
 
 B1, B2, EPS, LR, WD = 0.9, 0.999, 1e-8, 1e-3, 1e-2
+
+#: The largest leaf (in elements) the ``small flat`` layout puts in its flat buffer.
+SMALL = 65536
 
 
 def _worker(set_name: str, variant: str, steps: int) -> dict:
@@ -69,6 +77,34 @@ def _worker(set_name: str, variant: str, steps: int) -> dict:
             return [x.reshape(s) for x, s in zip(pieces, shapes)], flat_m, flat_v, t
 
         state = [jnp.zeros(sum(sizes)), jnp.zeros(sum(sizes))]
+    elif variant == 'small flat':
+        small = [i for i, s in enumerate(shapes) if int(np.prod(s)) <= SMALL]
+        large = [i for i in range(len(shapes)) if i not in small]
+        cuts = np.cumsum([int(np.prod(shapes[i])) for i in small])[:-1]
+
+        def step(p, m, v, g, t):
+            t = t + 1
+            new_p = list(p)
+            flat_p, flat_m, flat_v = adamw(jnp.concatenate([p[i].ravel() for i in small]),
+                                           jnp.concatenate([g[i].ravel() for i in small]), m[0], v[0], t)
+            for i, piece in zip(small, jnp.split(flat_p, cuts)):
+                new_p[i] = piece.reshape(shapes[i])
+            out = [adamw(p[i], g[i], mm, vv, t) for i, mm, vv in zip(large, m[1:], v[1:])]
+            for i, (pp, _, _) in zip(large, out):
+                new_p[i] = pp
+            return new_p, [flat_m, *(o[1] for o in out)], [flat_v, *(o[2] for o in out)], t
+
+        n_small = sum(int(np.prod(shapes[i])) for i in small)
+        state = [[jnp.zeros(n_small), *(jnp.zeros(shapes[i]) for i in large)] for _ in range(2)]
+    elif variant == 'packed':
+        params = jnp.concatenate([x.ravel() for x in params])
+        grads = jnp.concatenate([x.ravel() for x in grads])
+
+        def step(p, m, v, g, t):
+            t = t + 1
+            return (*adamw(p, g, m, v, t), t)
+
+        state = [jnp.zeros(params.size), jnp.zeros(params.size)]
     elif variant == 'grouped':
         order = sorted(set(shapes), key=str)
         members = {s: [i for i, shape in enumerate(shapes) if shape == s] for s in order}
@@ -152,11 +188,12 @@ def main() -> None:
         print(json.dumps(_worker(set_name, variant, int(steps))))
         return
     sys.path.insert(0, os.path.dirname(__file__))
-    from bench_optimizers import PARAM_SETS
+    from bench_optimizers import LARGE_SETS, PARAM_SETS
 
-    for set_name in PARAM_SETS:
+    for set_name in (name for name in PARAM_SETS if name not in LARGE_SETS):
         torch_ms = _torch(set_name, args.steps)
-        rows = [('per-leaf', '', 'per-leaf'), ('flat', '', 'flat'), ('grouped', '', 'grouped')]
+        rows = [('per-leaf', '', 'per-leaf'), ('flat', '', 'flat'), ('small flat', '', 'small flat'),
+                ('packed', '', 'packed'), ('grouped', '', 'grouped')]
         rows += [(flag, flag, 'per-leaf') for flag in FLAGS]
         print(f'\n{set_name}' + (f': torch.optim.AdamW(fused=True) {torch_ms:.3f} ms' if torch_ms else
                                  ' (torch is not installed: no torch column)'))

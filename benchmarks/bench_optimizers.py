@@ -3,12 +3,17 @@
 Run from the repository root (after ``pip install -e ".[bench]"``; torch is optional and is
 used only if it is installed):
 
-    python benchmarks/bench_optimizers.py               # all parameter sets, ~5 minutes
+    python benchmarks/bench_optimizers.py               # every set but 537M on a CPU, ~15 minutes
     python benchmarks/bench_optimizers.py --quick       # fewer steps, a smoke run
+    python benchmarks/bench_optimizers.py --sets '8 x 8192x8192' --json FILE --add-to   # 537M
 
-For each parameter set it prints the median milliseconds per AdamW step of every runner,
-its ratio to a jitted raw-optax step with donated buffers, the optimizer-state bytes and
-the first step's time (compilation included), then the targets with their measured ratios.
+For each parameter set it prints the median milliseconds per AdamW step of every runner
+(latency: each step waited for), its ratio to a jitted raw-optax step with donated buffers,
+its throughput (steps launched back to back, one wait at the end), the optimizer-state bytes
+and the first step's time (compilation included); then the bandwidth of the update (AdamW
+reads and writes 7 float32 values per parameter) next to an in-place pass over as many
+values (a copy's traffic); then the targets with their measured ratios, OK or OVER. torch
+runs on CUDA when jax runs on a GPU.
 The update runners take the same fixed gradients, so only the update is timed; the
 train-step runners compute a cheap loss and its gradient (0.5 * sum |p|^2) and update, as
 a whole compiled step, in raw jax.jit + optax and in stateopt under brainstate's jit or
@@ -48,18 +53,36 @@ PARAM_SETS = {
     '100 x 64x64': [(64, 64), (64,)] * 100,
     '4 x 1024x2048': [(1024, 2048), (2048,)] * 4,
     '1000 leaves': [(32, 32)] * 500 + [(32,)] * 500,
+    # 24 blocks of d=256: qkv, output, two MLP matrices with their biases, two layer norms;
+    # embeddings and a final norm: 292 leaves, 21M parameters
+    'transformer-like 24 x d256': [(8192, 256), (512, 256)] + [
+        (256, 768), (768,), (256, 256), (256,), (256, 1024), (1024,), (1024, 256), (256,),
+        (256,), (256,), (256,), (256,)] * 24 + [(256,), (256,)],
+    '8 x 8192x8192': [(8192, 8192)] * 8,
 }
+
+#: Sets too large to hold every runner at once: only these runners (torch not on a CPU), one
+#: instance, and only when named with --sets on a CPU (537M parameters: each runner holds 6.4 GB
+#: and the gradients 2.1 GB more).
+LARGE_SETS = {'8 x 8192x8192'}
+LARGE_RUNNERS = ('optax jax.jit donated', 'stateopt eager', 'torch.optim.AdamW fused')
 
 
 @dataclass
 class Runner:
-    """One way of taking an AdamW step: ``step()`` runs one and waits for it."""
+    """One way of taking an AdamW step: ``launch()`` starts one, ``wait()`` waits for the last."""
 
     name: str
-    step: Callable[[], None]
+    launch: Callable[[], None]
+    wait: Callable[[], None]
     state_bytes: int
     first_step_s: float = 0.0
-    times: list = field(default_factory=list)
+    times: list = field(default_factory=list)         # latency: one step, waited for
+    throughput: list = field(default_factory=list)    # per step of THROUGHPUT_STEPS launched, one wait
+
+    def step(self) -> None:
+        self.launch()
+        self.wait()
 
 
 def nbytes(tree) -> int:
@@ -69,6 +92,18 @@ def nbytes(tree) -> int:
 def arrays(shapes, seed, scale):
     rng = np.random.default_rng(seed)
     return [np.asarray(rng.standard_normal(s) * scale, np.float32) for s in shapes]
+
+
+_GRADIENTS: dict = {}
+
+
+def gradients(shapes) -> dict:
+    """The fixed gradients of ``shapes`` as jax arrays, made once and shared by the update runners."""
+    key = tuple(map(tuple, shapes))
+    if key not in _GRADIENTS:
+        _GRADIENTS.clear()
+        _GRADIENTS[key] = {str(i): jnp.asarray(a) for i, a in enumerate(arrays(shapes, 1, 1e-3))}
+    return _GRADIENTS[key]
 
 
 # -- runners -----------------------------------------------------------------------------
@@ -87,15 +122,15 @@ _OPTAX_STEPS = {True: jax.jit(_optax_update, donate_argnums=(0, 1)), False: jax.
 
 def optax_runner(shapes, donate: bool) -> Runner:
     params = {str(i): jnp.asarray(a) for i, a in enumerate(arrays(shapes, 0, 0.05))}
-    grads = {str(i): jnp.asarray(a) for i, a in enumerate(arrays(shapes, 1, 1e-3))}
+    grads = gradients(shapes)
     box = [params, _OPTAX_TX.init(params)]
     compiled = _OPTAX_STEPS[donate]
 
-    def step():
+    def launch():
         box[0], box[1] = compiled(box[0], box[1], grads)
-        jax.block_until_ready(box[0])
 
-    return Runner(f'optax jax.jit{" donated" if donate else ""}', step, nbytes(box[1]))
+    return Runner(f'optax jax.jit{" donated" if donate else ""}', launch,
+                  lambda: jax.block_until_ready(box[0]), nbytes(box[1]))
 
 
 def _half_square(leaves) -> jax.Array:
@@ -118,11 +153,11 @@ def optax_train_runner(shapes, donate: bool) -> Runner:
     box = [params, _OPTAX_TX.init(params)]
     compiled = _OPTAX_TRAIN[donate]
 
-    def step():
+    def launch():
         box[0], box[1] = compiled(box[0], box[1])
-        jax.block_until_ready(box[0])
 
-    return Runner(f'train step: optax jax.jit{" donated" if donate else ""}', step, nbytes(box[1]))
+    return Runner(f'train step: optax jax.jit{" donated" if donate else ""}', launch,
+                  lambda: jax.block_until_ready(box[0]), nbytes(box[1]))
 
 
 def stateopt_train_runner(shapes, jit: str) -> Runner:
@@ -141,12 +176,8 @@ def stateopt_train_runner(shapes, jit: str) -> Runner:
 
     compiled = brainstate.transform.jit(train) if jit == 'brainstate jit' else stateopt.donating_jit(train)
     first = states['0']
-
-    def step():
-        compiled()
-        jax.block_until_ready(first.value)
-
-    return Runner(f'train step: stateopt {jit}', step, nbytes(opt.opt_state.value))
+    return Runner(f'train step: stateopt {jit}', compiled, lambda: jax.block_until_ready(first.value),
+                  nbytes(opt.opt_state.value))
 
 
 def stateopt_runner(shapes, mode: str, groups: int = 1) -> Runner:
@@ -155,7 +186,7 @@ def stateopt_runner(shapes, mode: str, groups: int = 1) -> Runner:
     import stateopt
 
     states = {str(i): brainstate.ParamState(jnp.asarray(a)) for i, a in enumerate(arrays(shapes, 0, 0.05))}
-    grads = {str(i): jnp.asarray(a) for i, a in enumerate(arrays(shapes, 1, 1e-3))}
+    grads = gradients(shapes)
     opt = stateopt.AdamW(lr=LR, weight_decay=WEIGHT_DECAY)
     keys = sorted(states)
     split = np.array_split(np.arange(len(keys)), groups)
@@ -165,12 +196,9 @@ def stateopt_runner(shapes, mode: str, groups: int = 1) -> Runner:
     first = states[keys[0]]
     update = opt.update if mode == 'eager' else brainstate.transform.jit(opt.update)
 
-    def step():
-        update(grads)
-        jax.block_until_ready(first.value)
-
     label = f'stateopt {mode}' + (f' ({groups} groups)' if groups > 1 else '')
-    return Runner(label, step, nbytes(opt.opt_state.value))
+    return Runner(label, lambda: update(grads), lambda: jax.block_until_ready(first.value),
+                  nbytes(opt.opt_state.value))
 
 
 def braintools_runner(shapes, jit: bool) -> Runner:
@@ -178,18 +206,14 @@ def braintools_runner(shapes, jit: bool) -> Runner:
     import braintools
 
     states = {str(i): brainstate.ParamState(jnp.asarray(a)) for i, a in enumerate(arrays(shapes, 0, 0.05))}
-    grads = {str(i): jnp.asarray(a) for i, a in enumerate(arrays(shapes, 1, 1e-3))}
+    grads = gradients(shapes)
     opt = braintools.optim.AdamW(lr=LR, weight_decay=WEIGHT_DECAY)
     opt.register_trainable_weights(states)
     update = brainstate.transform.jit(opt.update) if jit else opt.update
     first = states['0']
 
-    def step():
-        update(grads)
-        jax.block_until_ready(first.value)
-
-    return Runner(f'braintools.optim {"brainstate jit" if jit else "eager"}', step,
-                  nbytes(opt.opt_state.value))
+    return Runner(f'braintools.optim {"brainstate jit" if jit else "eager"}', lambda: update(grads),
+                  lambda: jax.block_until_ready(first.value), nbytes(opt.opt_state.value))
 
 
 def flax_runner(shapes) -> Runner:
@@ -210,24 +234,25 @@ def flax_runner(shapes) -> Runner:
     def update(optimizer, model, grads):
         optimizer.update(model, grads)
 
-    def step():
-        update(optimizer, model, grads)
-        jax.block_until_ready(model.p0[...])
-
-    return Runner('flax.nnx.Optimizer nnx.jit', step, nbytes(nnx.state(optimizer, nnx.OptState)))
+    return Runner('flax.nnx.Optimizer nnx.jit', lambda: update(optimizer, model, grads),
+                  lambda: jax.block_until_ready(model.p0[...]), nbytes(nnx.state(optimizer, nnx.OptState)))
 
 
 def torch_runner(shapes, kind: str) -> Runner:
+    """torch.optim.AdamW (``kind``: 'foreach' or 'fused') on the device jax runs on: CUDA next to a GPU."""
     import torch
 
-    params = [torch.nn.Parameter(torch.from_numpy(a)) for a in arrays(shapes, 0, 0.05)]
+    cuda = jax.devices()[0].platform == 'gpu' and torch.cuda.is_available()
+    device = 'cuda' if cuda else 'cpu'
+    params = [torch.nn.Parameter(torch.from_numpy(a).to(device)) for a in arrays(shapes, 0, 0.05)]
     for p, g in zip(params, arrays(shapes, 1, 1e-3)):
-        p.grad = torch.from_numpy(g)
+        p.grad = torch.from_numpy(g).to(device)
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY, **{kind: True})
     opt.step()
     state_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                       if isinstance(t, torch.Tensor))
-    return Runner(f'torch.optim.AdamW {kind}', opt.step, state_bytes)
+    return Runner(f'torch.optim.AdamW {kind}', opt.step, torch.cuda.synchronize if cuda else (lambda: None),
+                  state_bytes)
 
 
 PEERS = {
@@ -237,7 +262,35 @@ PEERS = {
 }
 
 
-def build(shapes, announce: bool) -> list[Runner]:
+def copy_runner(shapes) -> Runner:
+    """The bandwidth reference: a pass reading and writing as many float32 values as the parameters.
+
+    It is ``x + 1`` with ``x`` donated: a device-to-device copy's traffic (read once, write once)
+    into a buffer that already exists, as the donated update writes its own. A copy into a new
+    buffer would also time the allocation (on a CPU, the first touch of fresh pages: several
+    times the copy itself).
+    """
+    step = jax.jit(lambda x: x + 1.0, donate_argnums=0)
+    box = [step(jnp.zeros(sum(int(np.prod(s)) for s in shapes), jnp.float32))]
+
+    def launch():
+        box[0] = step(box[0])
+
+    return Runner(COPY, launch, lambda: jax.block_until_ready(box[0]), 0)
+
+
+COPY = 'device copy (in place)'
+
+
+def build(shapes, announce: bool, only: tuple | None = None) -> list[Runner]:
+    """Every runner for ``shapes`` (those named in ``only``, if given), the copy reference last."""
+    if only is not None:
+        runners = [optax_runner(shapes, donate=True), stateopt_runner(shapes, 'eager')]
+        # on a CPU, torch's copy of the arrays would not fit next to the others
+        if ('torch.optim.AdamW fused' in only and jax.devices()[0].platform != 'cpu'
+                and _installed('torch', announce)):
+            runners.append(torch_runner(shapes, 'fused'))
+        return runners + [copy_runner(shapes)]
     runners = [
         optax_runner(shapes, donate=True),
         optax_runner(shapes, donate=False),
@@ -250,14 +303,19 @@ def build(shapes, announce: bool) -> list[Runner]:
         stateopt_train_runner(shapes, 'donating_jit'),
     ]
     for peer, make in PEERS.items():
-        try:
-            __import__({'braintools': 'braintools', 'flax': 'flax.nnx', 'torch': 'torch'}[peer])
-        except ImportError:
-            if announce:
-                print(f'  ({peer} is not installed: skipped)')
-            continue
-        runners.extend(make(shapes))
-    return runners
+        if _installed(peer, announce):
+            runners.extend(make(shapes))
+    return runners + [copy_runner(shapes)]
+
+
+def _installed(peer: str, announce: bool) -> bool:
+    try:
+        __import__({'braintools': 'braintools', 'flax': 'flax.nnx', 'torch': 'torch'}[peer])
+    except ImportError:
+        if announce:
+            print(f'  ({peer} is not installed: skipped)')
+        return False
+    return True
 
 
 def measure(instances: list[list[Runner]], steps: int, rounds: int) -> list[Runner]:
@@ -273,37 +331,73 @@ def measure(instances: list[list[Runner]], steps: int, rounds: int) -> list[Runn
     for _ in range(rounds):
         for runners in instances:
             for runner in runners:
-                for _ in range(per_round):
+                for _ in range(per_round):        # latency: each step waited for
                     start = time.perf_counter()
                     runner.step()
                     runner.times.append(time.perf_counter() - start)
+                start = time.perf_counter()       # throughput: the same number launched, one wait
+                for _ in range(per_round):
+                    runner.launch()
+                runner.wait()
+                runner.throughput.append((time.perf_counter() - start) / per_round)
     merged = instances[0]
     for runner, *others in zip(*instances):
         runner.times.extend(t for other in others for t in other.times)
+        runner.throughput.extend(t for other in others for t in other.throughput)
     return merged
+
+
+#: The sets where stateopt must match torch's fused AdamW, and those where it must stay at raw optax.
+TORCH_SETS = ('100 x 64x64', '1000 leaves')
+LARGE_LIMIT_SETS = ('4 x 1024x2048', '8 x 8192x8192')
+
+
+def targets_of(name: str, median: dict) -> dict:
+    """``{target: (ratio, limit)}`` for the runners of one set that were measured."""
+    base = median['optax jax.jit donated']
+    ratios = {
+        'eager update / optax jit donated': ('stateopt eager', base, 1.10),
+        'train step in brainstate jit / optax jit': (
+            'train step: stateopt brainstate jit', median.get('train step: optax jax.jit'), 1.10),
+        'train step in donating_jit / optax jit donated': (
+            'train step: stateopt donating_jit', median.get('train step: optax jax.jit donated'), 1.10),
+        '4 groups / 1 group (eager update)': ('stateopt eager (4 groups)', median['stateopt eager'], 1.10),
+    }
+    if name in TORCH_SETS:
+        ratios['eager update / torch fused'] = ('stateopt eager', median.get('torch.optim.AdamW fused'), 1.00)
+    if name in LARGE_LIMIT_SETS:
+        ratios['eager update / optax jit donated (large arrays)'] = ('stateopt eager', base, 1.02)
+    return {label: (median[runner] / reference, limit) for label, (runner, reference, limit) in ratios.items()
+            if runner in median and reference}
 
 
 def report(name: str, shapes, runners: list[Runner]) -> dict:
     size = sum(int(np.prod(s)) for s in shapes)
     median = {r.name: statistics.median(r.times) * 1e3 for r in runners}
+    throughput = {r.name: statistics.median(r.throughput) * 1e3 for r in runners}
     base = median['optax jax.jit donated']
     print(f'\n{name}: {len(shapes)} leaves, {size / 1e6:.2f}M parameters, '
           f'{len(runners[0].times)} timed steps per runner')
-    print(f'  {"runner":38s} {"ms/step":>9s} {"x optax":>8s} {"state MB":>9s} {"first step s":>13s}')
+    print(f'  {"runner":38s} {"ms/step":>9s} {"x optax":>8s} {"throughput":>11s} {"state MB":>9s} '
+          f'{"first step s":>13s}')
     for r in runners:
-        print(f'  {r.name:38s} {median[r.name]:9.3f} {median[r.name] / base:8.2f} '
+        print(f'  {r.name:38s} {median[r.name]:9.3f} {median[r.name] / base:8.2f} {throughput[r.name]:11.3f} '
               f'{r.state_bytes / 2**20:9.2f} {r.first_step_s:13.3f}')
-    targets = {
-        'eager update / optax jit donated': median['stateopt eager'] / base,
-        'train step in brainstate jit / optax jit': (
-            median['train step: stateopt brainstate jit'] / median['train step: optax jax.jit']),
-        'train step in donating_jit / optax jit donated': (
-            median['train step: stateopt donating_jit'] / median['train step: optax jax.jit donated']),
-        '4 groups / 1 group (eager update)': median['stateopt eager (4 groups)'] / median['stateopt eager'],
-    }
-    for label, ratio in targets.items():
-        print(f'  target {label:48s} {ratio:5.2f}  {"ok" if ratio <= 1.10 else "OVER 1.10"}')
-    return {'leaves': len(shapes), 'params': size, 'median_ms': median, 'targets': targets,
+    # AdamW moves 7 float32 values per parameter (read p, g, m, v; write p, m, v); a copy moves 2
+    copy_gbs = 2 * 4 * size / (throughput[COPY] * 1e-3) / 1e9
+    bandwidth = {runner: 7 * 4 * size / (throughput[runner] * 1e-3) / 1e9
+                 for runner in ('optax jax.jit donated', 'stateopt eager', 'torch.optim.AdamW fused')
+                 if runner in throughput}
+    print('  update bandwidth (throughput): ' + ', '.join(
+        f'{runner} {gbs:.1f} GB/s ({gbs / copy_gbs:.0%} of a copy)' for runner, gbs in bandwidth.items())
+        + f'; device copy {copy_gbs:.1f} GB/s')
+    targets = targets_of(name, median)
+    for label, (ratio, limit) in targets.items():
+        print(f'  target {label:48s} {ratio:5.2f}  {"OK" if ratio <= limit else f"OVER {limit:.2f}"}')
+    return {'leaves': len(shapes), 'params': size, 'median_ms': median, 'throughput_ms': throughput,
+            'targets': {label: ratio for label, (ratio, _) in targets.items()},
+            'limits': {label: limit for label, (_, limit) in targets.items()},
+            'bandwidth_gbs': {**bandwidth, COPY: copy_gbs},
             'state_bytes': {r.name: r.state_bytes for r in runners},
             'first_step_s': {r.name: r.first_step_s for r in runners}}
 
@@ -313,18 +407,26 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=90, help='timed steps per runner and set')
     parser.add_argument('--rounds', type=int, default=6, help='interleaved rounds')
     parser.add_argument('--instances', type=int, default=2, help='instances of each runner')
-    parser.add_argument('--sets', default=','.join(PARAM_SETS), help='comma-separated set names')
+    parser.add_argument('--sets', help='comma-separated set names (default: all; on a CPU, all but '
+                                       'the 537M-parameter set, which needs 20 GB)')
     parser.add_argument('--quick', action='store_true', help='10 steps in 2 rounds')
     parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument('--add-to', action='store_true',
+                        help='add the sets measured to those already in the --json file')
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds, args.instances = 12, 2, 1
+    if args.sets is None:
+        on_cpu = jax.devices()[0].platform == 'cpu'
+        args.sets = ','.join(name for name in PARAM_SETS if not (on_cpu and name in LARGE_SETS))
     print(f'AdamW step benchmark: jax {jax.__version__} on {jax.devices()[0].platform}, '
           f'{platform.processor() or platform.machine()}, Python {platform.python_version()}')
     results = {}
     for name in args.sets.split(','):
         shapes = PARAM_SETS[name]
-        instances = [build(shapes, announce=i == 0) for i in range(args.instances)]
+        large = name in LARGE_SETS
+        instances = [build(shapes, announce=i == 0, only=LARGE_RUNNERS if large else None)
+                     for i in range(1 if large else args.instances)]
         runners = measure(instances, args.steps, args.rounds)
         results[name] = report(name, shapes, runners)
         del runners, instances
@@ -336,8 +438,15 @@ def main() -> None:
                                   f'jax {jax.__version__}, Python {platform.python_version()}',
                    'date': time.strftime('%Y-%m-%d')}
         argv = [a for a in sys.argv[1:] if a != '--json' and a != args.json]
+        data = {'machine': machine, 'results': results, 'peak_mb': peak, 'argv': argv}
+        if args.add_to and os.path.exists(args.json):
+            with open(args.json) as f:
+                data = json.load(f)
+            data['results'].update(results)
+            data.setdefault('added', []).append({'argv': [a for a in argv if a != '--add-to'],
+                                                 'peak_mb': peak, 'date': machine['date']})
         with open(args.json, 'w') as f:
-            json.dump({'machine': machine, 'results': results, 'peak_mb': peak, 'argv': argv}, f, indent=1)
+            json.dump(data, f, indent=1)
 
 
 def _cpu() -> str:
