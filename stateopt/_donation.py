@@ -35,7 +35,7 @@ import numpy as np
 from ._trace import at_top_level, is_traced
 
 __all__ = ['RAW', 'DonationGuard', 'FlagsReads', 'flags_reads', 'owned_leaves', 'store_leaves', 'store_raw',
-           'write_back', 'mark_unread', 'held_elsewhere']
+           'write_back', 'write_back_all', 'mark_unread', 'held_elsewhere']
 
 #: A State's stored value, read without trace recording or hooks.
 RAW = operator.attrgetter('_value')
@@ -231,10 +231,19 @@ def owned_leaves(state: brainstate.State) -> list:
 
 def store_leaves(state: brainstate.State, treedef: Any, leaves: list) -> None:
     """Give an optimizer-owned State the value made of ``leaves``, keeping the list for next time."""
-    value = treedef.unflatten(leaves)
-    write_back((state,), (value,))
-    vars(state)['_leaves'] = (value, leaves)
-    mark_unread((state,))
+    write_back_all((), (), (state,), (treedef,), (leaves,))
+
+
+def write_back_all(states: Sequence[brainstate.State], values: Sequence[Any],
+                   owned: Sequence[brainstate.State], treedefs: Sequence[Any],
+                   leaves: Sequence[list]) -> None:
+    """:func:`write_back` of ``values`` into ``states`` and :func:`store_leaves` of ``leaves`` into
+    the optimizer-owned States ``owned``, in one pass (one check for hooks)."""
+    built = [treedef.unflatten(own) for treedef, own in zip(treedefs, leaves)]
+    write_back((*states, *owned), (*values, *built))
+    for state, value, own in zip(owned, built, leaves):
+        vars(state)['_leaves'] = (value, own)
+    mark_unread(owned)
 
 
 def _copy(leaf: Any) -> Any:

@@ -13,7 +13,7 @@ import brainstate
 import jax
 from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
-from ._donation import RAW, DonationGuard, flags_reads, owned_leaves, store_leaves, write_back
+from ._donation import RAW, DonationGuard, flags_reads, owned_leaves, write_back, write_back_all
 from ._trace import at_top_level, is_traced
 
 __all__ = ['donating_jit']
@@ -212,9 +212,7 @@ def donating_jit(
         if plan.cache_size() != plan.seen:       # jax compiled anew: some array came on a new layout
             new_values, new_own = plan.settle(values, own_leaves, new_values, new_own)
         del values, own_leaves
-        write_back(plan.written, new_values)
-        for state, treedef, leaves in zip(plan.own, plan.layout.own_treedefs, new_own):
-            store_leaves(state, treedef, leaves)
+        write_back_all(plan.written, new_values, plan.own, plan.layout.own_treedefs, new_own)
         return out
 
     def staged(stage: str) -> Callable:

@@ -32,7 +32,7 @@ import optax
 
 from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
-from ._donation import DonationGuard, owned_leaves, store_leaves, write_back
+from ._donation import DonationGuard, owned_leaves, write_back_all
 from ._groups import to_python
 from ._loop import Loop, run_loop
 from ._precision import rounded_value, working_grad, working_value
@@ -183,6 +183,8 @@ class Plan:
     guard: Any = None       # DonationGuard of the parameter values it donates
     carried: tuple = ()     # (name, State, treedef) of the other States the step carries (_step_states)
     written: tuple = ()     # the States written back from the step's outputs: ``states`` and the count
+    owned: tuple = ()       # the optimizer's own States stored from lists of leaves: the state, ``carried``
+    owned_treedefs: tuple = ()
 
 
 @functools.lru_cache(maxsize=64)
@@ -305,7 +307,9 @@ class Stepping:
         carried = tuple((name, state, jax.tree.structure(_RAW(state)))
                         for name, state in self._step_states().items())
         self._plan = Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules,
-                          carried=carried, written=(*registry.states, self.step_count))
+                          carried=carried, written=(*registry.states, self.step_count),
+                          owned=(self.opt_state, *(state for _, state, _ in carried)),
+                          owned_treedefs=(spec.opt_treedef, *(treedef for _, _, treedef in carried)))
         return self._plan
 
     @property
@@ -432,10 +436,8 @@ class Stepping:
             _select_grads(plan.spec, grads)
             raise
         del params, opt_leaves
-        write_back(plan.written, (*new_params, count))
-        store_leaves(self.opt_state, plan.spec.opt_treedef, new_leaves)
-        for name, state, treedef in plan.carried:
-            store_leaves(state, treedef, jax.tree.leaves(counters[name]))
+        write_back_all(plan.written, (*new_params, count), plan.owned, plan.owned_treedefs,
+                       (new_leaves, *(jax.tree.leaves(counters[name]) for name, _, _ in plan.carried)))
 
     def _check_scheduled_lrs(self, plan: Plan) -> None:
         """Refuse, before anything changes, a schedule that gives a negative or NaN lr now."""
