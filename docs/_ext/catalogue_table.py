@@ -14,8 +14,8 @@ import stateopt
 
 #: The options of the chain every optimizer runs; a row lists the parameters beyond these.
 SHARED = ('lr', 'weight_decay', 'weight_decay_mask', 'grad_clip_norm', 'grad_clip_value', 'maximize',
-          'gradient_accumulation_steps', 'accumulation_dtype', 'skip_nonfinite', 'master_dtype', 'state_dtype',
-          'state_sharding')
+          'gradient_accumulation_steps', 'accumulation_dtype', 'skip_nonfinite', 'master_dtype',
+          'state_dtype', 'state_sharding')
 
 
 def _source(cls: type, rule: str) -> str:
