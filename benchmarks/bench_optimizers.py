@@ -61,11 +61,10 @@ PARAM_SETS = {
     '8 x 8192x8192': [(8192, 8192)] * 8,
 }
 
-#: Sets too large to hold every runner at once: only these runners (torch not on a CPU), one
-#: instance, and only when named with --sets on a CPU (537M parameters: each runner holds 6.4 GB
-#: and the gradients 2.1 GB more).
+#: Sets too large to hold every runner at once: only raw optax donated, the eager update, torch fused
+#: (not on a CPU) and the copy, one instance, and only when named with --sets on a CPU (537M
+#: parameters: each runner holds 6.4 GB and the shared gradients 2.1 GB more).
 LARGE_SETS = {'8 x 8192x8192'}
-LARGE_RUNNERS = ('optax jax.jit donated', 'stateopt eager', 'torch.optim.AdamW fused')
 
 
 @dataclass
@@ -282,13 +281,12 @@ def copy_runner(shapes) -> Runner:
 COPY = 'device copy (in place)'
 
 
-def build(shapes, announce: bool, only: tuple | None = None) -> list[Runner]:
-    """Every runner for ``shapes`` (those named in ``only``, if given), the copy reference last."""
-    if only is not None:
+def build(shapes, announce: bool, large: bool = False) -> list[Runner]:
+    """Every runner for ``shapes`` (for a set of :data:`LARGE_SETS`, the few that fit), the copy last."""
+    if large:
         runners = [optax_runner(shapes, donate=True), stateopt_runner(shapes, 'eager')]
         # on a CPU, torch's copy of the arrays would not fit next to the others
-        if ('torch.optim.AdamW fused' in only and jax.devices()[0].platform != 'cpu'
-                and _installed('torch', announce)):
+        if jax.devices()[0].platform != 'cpu' and _installed('torch', announce):
             runners.append(torch_runner(shapes, 'fused'))
         return runners + [copy_runner(shapes)]
     runners = [
@@ -425,7 +423,7 @@ def main() -> None:
     for name in args.sets.split(','):
         shapes = PARAM_SETS[name]
         large = name in LARGE_SETS
-        instances = [build(shapes, announce=i == 0, only=LARGE_RUNNERS if large else None)
+        instances = [build(shapes, announce=i == 0, large=large)
                      for i in range(1 if large else args.instances)]
         runners = measure(instances, args.steps, args.rounds)
         results[name] = report(name, shapes, runners)
