@@ -6,6 +6,7 @@ from ._decay import decay_matrices_only
 from ._ema import EMA
 from ._jit import donating_jit
 from ._optimizer import OptaxOptimizer, ParamGroup, ParamGroups
+from ._packed import PackedBuffer, PackedParams
 from ._state import OptimState, UniqueStateManager, param_name
 from ._state_dict import StateDict
 from ._version import __version__
@@ -90,6 +91,7 @@ __all__ = [
     'Optimizer', 'ScipyOptimizer', 'NevergradOptimizer',
     'SOFO', 'SOFOScan', 'SOFODirection', 'sample_tangents', 'sofo_direction',
     'OptaxOptimizer', 'ParamGroup', 'ParamGroups', 'StateDict', 'OPTIMIZERS', 'donating_jit', 'functional',
+    'PackedParams', 'PackedBuffer',
     'EMA',
     *OPTIMIZERS,
     'save_checkpoint', 'save_checkpoint_async', 'load_checkpoint', 'CheckpointSave', 'LoadResult',

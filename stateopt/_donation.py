@@ -35,7 +35,7 @@ import numpy as np
 from ._trace import at_top_level, is_traced
 
 __all__ = ['RAW', 'DonationGuard', 'FlagsReads', 'flags_reads', 'owned_leaves', 'store_leaves', 'store_raw',
-           'write_back', 'write_back_all', 'mark_unread', 'held_elsewhere']
+           'release_raw', 'write_back', 'write_back_all', 'mark_unread', 'held_elsewhere']
 
 #: A State's stored value, read without trace recording or hooks.
 RAW = operator.attrgetter('_value')
@@ -275,6 +275,13 @@ def store_raw(state: brainstate.State, value: Any) -> None:
     """Store ``value`` in ``state`` as :data:`RAW` reads it: no trace records it, no hook runs."""
     vars(state)['_value'] = value
     vars(state).pop('_leaves', None)
+
+
+def release_raw(state: brainstate.State) -> Any:
+    """Take ``state``'s stored value out of it and return it: its storage moves elsewhere
+    (a :class:`stateopt.PackedParams` buffer), and its class then says where."""
+    vars(state).pop('_leaves', None)
+    return vars(state).pop('_value')
 
 
 def write_back(states: Sequence[brainstate.State], values: Sequence[Any]) -> None:

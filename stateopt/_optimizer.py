@@ -29,6 +29,7 @@ from ._hyper import (
     is_traced,
 )
 from ._loop import LOOP_SETTINGS, Loop, accumulator_dtype
+from ._packed import PackedBuffer, is_packed_view
 from ._placement import STATE_SHARDING, Layout, mesh_of, placed, slot_shardings, state_targets
 from ._precision import PRECISION_SETTINGS, master_of, working_value
 from ._slots import Slot, slots_of
@@ -122,6 +123,9 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     #: True when the algorithm applies weight decay itself (``_decay = None``) and takes
     #: ``hp['weight_decay_mask']`` there (see :func:`stateopt._decay.decay_mask_fn`).
     _masks_own_decay = False
+    #: True when the algorithm's rule is element-wise (no norm, factored moment or other
+    #: quantity per array): it then runs the same on a :class:`stateopt.PackedParams` buffer.
+    _elementwise = False
     #: The names of the slots of the algorithm's state, ``{name: path in the state}``
     #: (``{'exp_avg': 'mu'}``), as state dicts and checkpoints key them; an undeclared
     #: slot (of a ``tx`` given here) is named by its path. See :mod:`stateopt._slots`.
@@ -238,6 +242,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         states = _one_of('register_trainable_weights', states, param_states=param_states)
         new = self._registry.plan_merge(states)
         _check_values(new)
+        self._check_packed(new, self._groups[0]._static.get('weight_decay_mask'))
         _strengthen(new)
         self._commit(new, moved=[], new_group=None)
         self._registry.note_aliases(states)
@@ -298,6 +303,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 fresh.append((path, state))
         new = self._registry.plan_merge(dict(_unflat_pairs(fresh))) if fresh else []
         _check_values(new)
+        self._check_packed(new + [(self._registry.path_of(self._registry.states[i]), self._registry.states[i])
+                                  for i in moved], hp.get('weight_decay_mask'))
         _strengthen(new)
         group = ParamGroup(self, [], hp, explicit=True)
         group.overridden = frozenset(hyperparams)
@@ -305,6 +312,29 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         if self._scheduler is not None:
             self._scheduler.group_added(group)
         return group
+
+    @classmethod
+    def _check_packed(cls, pairs: list, mask: Any = None) -> None:
+        """Refuse a State a :class:`PackedParams` holds, and a packed buffer for a rule that is not
+        element-wise or in a group with a weight-decay ``mask``."""
+        for path, state in pairs:
+            if is_packed_view(state):
+                raise TypeError(
+                    f'the State at key {shown_key(path)} is held by a stateopt.PackedParams: its value '
+                    f'lives in the PackedParams\' buffer. Register the PackedParams itself '
+                    f'(opt.register_trainable_weights(packed)) and take gradients with '
+                    f'grad_states=packed. Nothing was registered')
+            if isinstance(state, PackedBuffer) and not cls._elementwise:
+                raise TypeError(
+                    f'{cls.__name__} updates each parameter array as a whole (norms, factored moments '
+                    f'or curvature per array), so it cannot run on the packed buffer at key '
+                    f'{shown_key(path)}; register the States unpacked, or use an element-wise optimizer '
+                    f'({", ".join(packable_optimizers())}). Nothing was registered')
+            if isinstance(state, PackedBuffer) and mask is not None:
+                raise ValueError(
+                    f'the packed buffer at key {shown_key(path)} would be one array to a weight_decay_mask, '
+                    f'not the parameters it holds; pack the arrays to decay and the others apart (two '
+                    f'PackedParams) and give the second a group with weight_decay=0. Nothing was registered')
 
     def _group_of(self, position: int) -> ParamGroup:
         for group in self._groups:
@@ -969,6 +999,17 @@ def _torch_group(states: Any, hyperparams: dict) -> tuple[Any, dict]:
 
 def _unflat_pairs(pairs: list) -> dict:
     return unflatten([p for p, _ in pairs], [s for _, s in pairs])
+
+
+def packable_optimizers() -> list[str]:
+    """The public optimizers whose rule is element-wise, which a :class:`stateopt.PackedParams` can use."""
+    found, stack = set(), [OptaxOptimizer]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls._elementwise and cls.__module__ == 'stateopt' and not cls.__name__.startswith('_'):
+            found.add(cls.__name__)
+    return sorted(found)
 
 
 def _check_values(pairs: list) -> None:

@@ -29,6 +29,7 @@ class AdaBelief(OptaxOptimizer):
     0.8889
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR, BETAS, EPS.but(default=1e-16, doc='Added to ``s`` and to the denominator for numerical '

@@ -34,6 +34,7 @@ class Adadelta(OptaxOptimizer):
     0.0513
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR.but(default=1.0),

@@ -35,6 +35,7 @@ class Adam(OptaxOptimizer):
     [0.9, 1.1]
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR, BETAS,

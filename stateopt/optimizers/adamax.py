@@ -33,6 +33,7 @@ class Adamax(OptaxOptimizer):
     [0.9, 1.1]
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR.but(default=2e-3),

@@ -37,6 +37,7 @@ class Adan(OptaxOptimizer):
     0.9
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR,

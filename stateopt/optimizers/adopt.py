@@ -41,6 +41,7 @@ class ADOPT(OptaxOptimizer):
     0.99
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR, BETAS.but(default=(0.9, 0.9999)),

@@ -29,6 +29,7 @@ class Lion(OptaxOptimizer):
     [0.8999999761581421, 1.100000023841858]
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR.but(default=1e-4),

@@ -47,6 +47,7 @@ class Nadam(OptaxOptimizer):
     0.8944
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR.but(default=2e-3), BETAS, EPS, SWITCHED_WEIGHT_DECAY,
@@ -82,6 +83,7 @@ class NAdamW(OptaxOptimizer):
     0.8526
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS, WEIGHT_DECAY.but(default=1e-4))
     _decay = 'decoupled'

@@ -45,6 +45,7 @@ class RAdam(OptaxOptimizer):
     0.8
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS, SWITCHED_WEIGHT_DECAY,
                                       keyword_only=[DECOUPLED_WEIGHT_DECAY])

@@ -37,6 +37,7 @@ class RMSprop(OptaxOptimizer):
     0.98
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR.but(default=1e-2),

@@ -67,6 +67,7 @@ class Rprop(OptaxOptimizer):
     0.78
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR.but(default=1e-2),

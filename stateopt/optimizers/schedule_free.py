@@ -31,6 +31,7 @@ def _unit_open_low(name: str, value: Any) -> float:
 class _ScheduleFree(OptaxOptimizer):
     """Schedule-free optimizers: the params are ``y``, the point to evaluate at is ``x``."""
 
+    _elementwise = True
     _lr_in_algorithm = True
     slots = {'count': 'count', 'z': 'z', 'weight_sum': 'weight_sum', 'max_lr': 'max_lr'}
     _no_state_dtype = ('its state holds the iterate z, which a narrower dtype would round as it would the '

@@ -78,6 +78,7 @@ class SGD(MomentumBuffer, OptaxOptimizer):
     0.71
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(
         LR, MOMENTUM, WEIGHT_DECAY,

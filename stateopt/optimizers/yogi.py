@@ -29,6 +29,7 @@ class Yogi(OptaxOptimizer):
     0.9001
     """
 
+    _elementwise = True
     __module__ = 'stateopt'
     hyperparameters = Hyperparameters(LR, BETAS, EPS.but(default=1e-3), WEIGHT_DECAY)
     slots = {'count': 'count', 'exp_avg': 'mu', 'exp_avg_sq': 'nu'}

@@ -1,0 +1,284 @@
+"""The packed parameter layout: many parameters stored as one flat buffer per dtype.
+
+``PackedParams(states)`` moves the values of ``states`` into one ``ParamState`` per
+dtype (a :class:`PackedBuffer`) and makes each of the States read and write its slice
+of that buffer. The model keeps its States and its code; an optimizer registered on the
+``PackedParams`` updates each buffer as one array, so the compiled step is one loop
+over all the parameters whatever their number (no per-array kernels, no copies).
+
+Only an optimizer whose rule is element-wise can run on a buffer (``_elementwise``):
+one that takes a norm or a factored moment per array would see one array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._donation import RAW, release_raw
+from ._state import flatten_states, shown_key
+from ._trace import at_top_level
+
+__all__ = ['PackedBuffer', 'PackedParams', 'check_packed_mask', 'is_packed_view']
+
+
+class PackedBuffer(brainstate.ParamState):
+    """The flat buffer of one dtype of a :class:`PackedParams`: the parameters that an optimizer trains.
+
+    A ``brainstate.ParamState`` holding a 1-D array; :class:`PackedParams` creates one per
+    dtype, and each packed State reads its slices.
+
+    Parameters
+    ----------
+    value : jax.Array
+        The concatenated, flattened arrays of one dtype.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, stateopt
+    >>> packed = stateopt.PackedParams({'w': brainstate.ParamState(jnp.ones(3))})
+    >>> isinstance(packed['float32'], stateopt.PackedBuffer), packed['float32'].value.tolist()
+    (True, [1.0, 1.0, 1.0])
+    """
+
+
+class _PackedView:
+    """What each State a :class:`PackedParams` holds takes on: its value is a slice of a buffer.
+
+    ``value`` reads (and records) the buffer; ``_value``, the stored value that brainstate
+    and stateopt read without recording, reads the buffer's stored value the same way.
+    A write checks structure, shapes and dtypes, then writes the buffer's slices. The
+    class of a packed State is its own class with these members (:func:`_view_class`).
+    """
+
+    def _packed_value(self, read: Any) -> Any:
+        layout = vars(self)['_packed']
+        data = [read(buffer) for buffer in layout.buffers]
+        return layout.treedef.unflatten([data[index][start:start + size].reshape(shape)
+                                         for index, start, size, shape in layout.slots])
+
+    def _packed_write(self, value: Any) -> None:
+        layout = vars(self)['_packed']
+        if isinstance(value, brainstate.State):
+            raise ValueError('Cannot set value to a State, use `copy_from` method instead')
+        try:
+            leaves = layout.treedef.flatten_up_to(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f'the packed parameter {shown_key(layout.key)} holds {layout.treedef}; got '
+                f'{jax.tree.structure(value)}. Nothing was written') from None
+        written = [_checked_leaf(layout, slot, leaf, _stored(layout.buffers[slot[0]]).dtype)
+                   for slot, leaf in zip(layout.slots, leaves)]
+        for index in sorted({slot[0] for slot in layout.slots}):
+            buffer = layout.buffers[index]
+            data = buffer.value
+            for (at, start, _, _), leaf in zip(layout.slots, written):
+                if at == index:
+                    data = jax.lax.dynamic_update_slice_in_dim(data, leaf, start, 0)
+            buffer.value = data
+
+    value = property(lambda self: self._packed_value(_read), lambda self, value: self._packed_write(value))
+    _value = property(lambda self: self._packed_value(_stored), lambda self, value: self._packed_write(value))
+
+
+def _read(buffer: PackedBuffer) -> Any:
+    return buffer.value
+
+
+def _stored(buffer: PackedBuffer) -> Any:
+    return RAW(buffer)
+
+
+def _checked_leaf(layout: _Layout, slot: tuple, leaf: Any, dtype: Any) -> Any:
+    """``leaf`` flattened for its slot; a wrong shape or dtype raises, naming the parameter."""
+    _, _, size, shape = slot
+    if np.shape(leaf) != shape:
+        raise ValueError(f'the packed parameter {shown_key(layout.key)} has an array of shape {shape}; '
+                         f'got shape {np.shape(leaf)}. Nothing was written')
+    got = jnp.result_type(leaf)
+    if got != dtype and not (getattr(leaf, 'weak_type', False) or isinstance(leaf, (int, float))):
+        raise TypeError(f'the packed parameter {shown_key(layout.key)} stores {dtype}; got a {got} '
+                        f'array. Cast it first (x.astype(jnp.{dtype})). Nothing was written')
+    return jnp.ravel(jnp.asarray(leaf, dtype))
+
+
+class _Layout:
+    """Where one packed State's leaves live: the buffers, the structure, and
+    ``(buffer index, start, size, shape)`` per leaf."""
+
+    def __init__(self, key: tuple, buffers: tuple, treedef: Any, slots: tuple):
+        self.key, self.buffers, self.treedef, self.slots = key, buffers, treedef, slots
+
+
+_VIEW_CLASSES: dict[type, type] = {}
+_VIEWS: set = set()   # the classes of _VIEW_CLASSES
+
+
+def _view_class(cls: type) -> type:
+    """The class a State of class ``cls`` takes while packed: a subclass (``isinstance`` still
+    holds) with the members of :class:`_PackedView`, and the same layout, so that the State
+    itself can take it."""
+    if cls not in _VIEW_CLASSES:
+        def pretty_item(self: Any, key: str, value: Any) -> Any:
+            return None if key == '_packed' else cls.__pretty_repr_item__(self, key, value)
+
+        members = {name: member for name, member in vars(_PackedView).items()
+                   if name.startswith('_packed') or name in ('value', '_value')}
+        _VIEW_CLASSES[cls] = type(f'Packed{cls.__name__}', (cls,), {
+            **members, '__module__': cls.__module__, '__doc__': cls.__doc__,
+            '__pretty_repr_item__': pretty_item})
+        _VIEWS.add(_VIEW_CLASSES[cls])
+    return _VIEW_CLASSES[cls]
+
+
+def is_packed_view(state: Any) -> bool:
+    """Whether ``state`` is held by a :class:`PackedParams` (its value is a slice of a buffer)."""
+    return type(state) in _VIEWS
+
+
+def check_packed_mask(states: tuple, group: Any, mask: Any) -> None:
+    """Refuse a weight-decay mask on a group holding a packed buffer: it would see one array,
+    not the parameters."""
+    if mask is not None and any(isinstance(states[i], PackedBuffer) for i in group._positions):
+        raise ValueError(
+            f'param group {group.index} holds a stateopt.PackedParams buffer, where a weight_decay_mask '
+            f'would see one flat array instead of the parameters; pack the arrays to decay and the '
+            f'others apart (two PackedParams) and give the second a group with weight_decay=0')
+
+
+class PackedParams(dict):
+    """Parameters stored as one flat buffer per dtype, which the model's States read slices of.
+
+    The States keep their identity, class and keys: the model's code runs unchanged and
+    reads the same values. Their arrays move into one :class:`PackedBuffer` per dtype.
+    Register the ``PackedParams`` with an element-wise optimizer and differentiate with
+    respect to it; the step then updates each buffer as one array, which costs what one
+    large array costs however many small arrays the model has::
+
+        packed = PackedParams(model.states(brainstate.ParamState))
+        opt = stateopt.AdamW(1e-3).register_trainable_weights(packed)
+        grads = brainstate.transform.grad(loss_fn, grad_states=packed)(x, y)
+        opt.update(grads)
+
+    A ``PackedParams`` is a dict from dtype name (``'float32'``, or ``'<name>.float32'``
+    when ``name`` is given) to the buffers; ``params`` gives the packed States under
+    their own keys, for checkpoints of the model. Parameters that need their own
+    hyper-parameters go in a second ``PackedParams`` with its own ``name``, passed to
+    ``add_param_group``.
+
+    Parameters
+    ----------
+    states : dict of brainstate.State
+        The parameters to pack (``model.states(brainstate.ParamState)``), each holding
+        floating-point arrays. A State reachable under two keys is packed once.
+    name : str, optional
+        Prefix of the buffer keys, so that two ``PackedParams`` can be registered with
+        one optimizer.
+
+    Raises
+    ------
+    ValueError
+        Inside a traced function, with no States, or with a State another
+        ``PackedParams`` holds; nothing is changed.
+    TypeError
+        A leaf is not a State, or a State holds an array that is not floating point.
+
+    Examples
+    --------
+    >>> import brainstate, jax.numpy as jnp, stateopt
+    >>> w = brainstate.ParamState(jnp.ones((2, 2)))
+    >>> b = brainstate.ParamState(jnp.zeros(2))
+    >>> packed = stateopt.PackedParams({'w': w, 'b': b})
+    >>> packed['float32'].value.shape
+    (6,)
+    >>> opt = stateopt.SGD(lr=0.5).register_trainable_weights(packed)
+    >>> opt.update({'float32': jnp.ones(6)})
+    >>> w.value.tolist(), b.value.tolist()
+    ([[0.5, 0.5], [0.5, 0.5]], [-0.5, -0.5])
+    """
+
+    def __init__(self, states: Any, *, name: str | None = None):
+        super().__init__()
+        if not at_top_level():
+            raise ValueError('PackedParams moves arrays into new buffers: create it before any '
+                             'brainstate.transform (outside jit, grad, vmap); nothing was changed')
+        if name is not None and not (isinstance(name, str) and name):
+            raise TypeError(f'name must be a non-empty string, got {name!r}')
+        pairs, seen = [], set()
+        for path, state in flatten_states(states):
+            if id(state) not in seen:
+                seen.add(id(state))
+                pairs.append((path, state))
+        if not pairs:
+            raise ValueError('PackedParams got no States to pack')
+        values = [(path, state, RAW(state) if not is_packed_view(state) else None)
+                  for path, state in pairs]
+        for path, _, value in values:
+            if value is None:
+                raise ValueError(f'the State at key {shown_key(path)} is already held by another '
+                                 f'PackedParams; a State can be packed once')
+            for leaf in jax.tree.leaves(value):
+                dtype = jnp.result_type(leaf)
+                if not jnp.issubdtype(dtype, jnp.floating):
+                    raise TypeError(f'the State at key {shown_key(path)} holds a {dtype} array; only '
+                                    f'floating-point parameters can be packed')
+        self._build(values, name)
+
+    def _build(self, values: list, name: str | None) -> None:
+        dtypes: dict[Any, list] = {}      # dtype -> [buffer index, its length so far, its chunks]
+        slots = []
+        for path, state, value in values:
+            leaves, treedef = jax.tree.flatten(value)
+            placed = []
+            for leaf in leaves:
+                dtype = jnp.result_type(leaf)
+                entry = dtypes.setdefault(dtype, [len(dtypes), 0, []])
+                placed.append((entry[0], entry[1], int(np.size(leaf)), tuple(np.shape(leaf))))
+                entry[1] += int(np.size(leaf))
+                entry[2].append(jnp.ravel(jnp.asarray(leaf, dtype)))
+            slots.append((path, state, treedef, tuple(placed)))
+        buffers = tuple(PackedBuffer(jnp.concatenate(chunks)) for _, _, chunks in dtypes.values())
+        for dtype, buffer in zip(dtypes, buffers):
+            self[f'{name}.{np.dtype(dtype).name}' if name else np.dtype(dtype).name] = buffer
+        swapped = []
+        try:
+            for _, state, _, _ in slots:
+                cls = type(state)
+                state.__class__ = _view_class(cls)
+                swapped.append((state, cls))
+        except TypeError as exc:    # a State class whose layout a subclass cannot take: undo
+            for state, cls in swapped:
+                object.__setattr__(state, '__class__', cls)
+            raise TypeError(f'PackedParams cannot pack a {type(slots[len(swapped)][1]).__name__}: '
+                            f'{exc}. Nothing was changed') from None
+        for path, state, treedef, placed in slots:
+            vars(state)['_packed'] = _Layout(path, buffers, treedef, placed)
+            release_raw(state)
+        self._params = {path: state for path, state, _, _ in slots}
+
+    @property
+    def params(self) -> dict:
+        """The packed States under their key paths (their ``.value`` reads the buffers)."""
+        return dict(self._params)
+
+    def __repr__(self) -> str:
+        shown = ', '.join(f'{key}: {buffer.value.shape[0]}' for key, buffer in self.items())
+        return f'PackedParams({len(self._params)} States in {{{shown}}})'
+
+
+def _flatten_with_keys(packed: PackedParams) -> tuple:
+    keys = sorted(packed)
+    return [(jax.tree_util.DictKey(key), packed[key]) for key in keys], tuple(keys)
+
+
+def _unflatten(keys: tuple, buffers: Any) -> dict:
+    return dict(zip(keys, buffers))
+
+
+jax.tree_util.register_pytree_with_keys(
+    PackedParams, _flatten_with_keys, _unflatten,
+    flatten_func=lambda packed: ([packed[key] for key in sorted(packed)], tuple(sorted(packed))))

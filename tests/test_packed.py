@@ -1,0 +1,206 @@
+"""The packed parameter layout (stateopt.PackedParams): the model's States read slices of one buffer
+per dtype, and an element-wise optimizer steps that buffer as one array."""
+
+import brainstate
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import reference
+from catalogue import CASES, grad_sequence
+from conftest import SHAPES, assert_close_f32, make_params, values
+
+import stateopt
+
+STEPS = 8
+PACKABLE = [case for case in CASES if case.cls._elementwise]
+NOT_PACKABLE = sorted({case.cls for case in CASES if not case.cls._elementwise}, key=lambda c: c.__name__)
+
+
+def buffer_grads(packed: stateopt.PackedParams, grads: dict) -> dict:
+    """The gradient with respect to ``packed`` of ``sum_k <state_k, grads[k]>``: each array's
+    gradient in its place in the buffers (taken through brainstate's grad, as a user takes it)."""
+    params = packed.params
+
+    def loss(g):
+        return sum(jnp.vdot(params[(key,)].value, g[key]) for key in g)
+
+    return brainstate.transform.grad(loss, grad_states=packed)({k: jnp.asarray(v) for k, v in grads.items()})
+
+
+@pytest.mark.parametrize('case', PACKABLE, ids=[case.id for case in PACKABLE])
+def test_packed_rows_follow_the_reference_rule(case):
+    """Every element-wise row, packed in two PackedParams (the second one in its own group
+    with the row's overrides), follows the numpy reference array by array."""
+    states = make_params()
+    start = values(states)
+    grads = grad_sequence(SHAPES, STEPS, seed=2)
+    body = stateopt.PackedParams({'w': states['w']})
+    head = stateopt.PackedParams({'b': states['b']}, name='head')
+    opt = case.make().register_trainable_weights(body)
+    opt.add_param_group(head, **case.group)
+    for g in grads:
+        opt.update({**buffer_grads(body, {'w': g['w']}), **buffer_grads(head, {'b': g['b']})})
+    got = values(states)
+    want_w = reference.trajectory(case.rule, start['w'], [g['w'] for g in grads], **case.ref)[-1]
+    want_b = reference.trajectory(case.rule, start['b'], [g['b'] for g in grads],
+                                  **case.ref_with(**case.group))[-1]
+    assert_close_f32(got['w'], want_w, steps=STEPS, err_msg=case.id)
+    assert_close_f32(got['b'], want_b, steps=STEPS, err_msg=case.id)
+
+
+@pytest.mark.parametrize('cls', NOT_PACKABLE, ids=[cls.__name__ for cls in NOT_PACKABLE])
+def test_a_rule_with_per_array_quantities_refuses_a_packed_buffer(cls):
+    packed = stateopt.PackedParams(make_params())
+    with pytest.raises(TypeError, match='cannot run on the packed buffer'):
+        cls._check_packed([(('float32',), packed['float32'])])
+
+
+class MLP(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1 = brainstate.nn.Linear(6, 16)
+        self.l2 = brainstate.nn.Linear(16, 3)
+
+    def __call__(self, x):
+        return self.l2(jax.nn.relu(self.l1(x)))
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return jnp.asarray(rng.standard_normal((8, 6)), jnp.float32), jnp.asarray(rng.standard_normal((8, 3)),
+                                                                               jnp.float32)
+
+
+def optax_trajectory(model_values: dict, x, y, steps: int) -> dict:
+    """The same model trained by optax.adamw on its unpacked arrays: the reference."""
+    def forward(p, x):
+        h = jax.nn.relu(x @ p[('l1', 'weight')]['weight'] + p[('l1', 'weight')]['bias'])
+        return h @ p[('l2', 'weight')]['weight'] + p[('l2', 'weight')]['bias']
+
+    def loss(p):
+        return jnp.mean((forward(p, x) - y) ** 2)
+
+    tx = optax.adamw(1e-2, weight_decay=1e-2)
+    params, state = model_values, tx.init(model_values)
+    for _ in range(steps):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize('mode', ['eager', 'jit', 'donating_jit'])
+def test_a_packed_model_trains_like_optax_on_its_arrays(mode):
+    model = MLP()
+    params = model.states(brainstate.ParamState)
+    x, y = data()
+    want = optax_trajectory({k: jax.tree.map(jnp.asarray, s.value) for k, s in params.items()}, x, y, 5)
+    packed = stateopt.PackedParams(params)
+    assert isinstance(params[('l1', 'weight')], brainstate.ParamState)
+    opt = stateopt.AdamW(lr=1e-2, weight_decay=1e-2).register_trainable_weights(packed)
+
+    def step():
+        grads = brainstate.transform.grad(lambda: jnp.mean((model(x) - y) ** 2), grad_states=packed)()
+        opt.update(grads)
+
+    run = {'eager': step, 'jit': brainstate.transform.jit(step),
+           'donating_jit': stateopt.donating_jit(step)}[mode]
+    for _ in range(5):
+        run()
+    for key, state in params.items():
+        for name in ('weight', 'bias'):
+            assert_close_f32(state.value[name], want[key][name], steps=5, err_msg=f'{mode} {key} {name}')
+
+
+def test_views_read_and_write_their_slices_and_refuse_bad_values():
+    states = make_params()
+    before = values(states)
+    packed = stateopt.PackedParams(states)
+    assert set(packed) == {'float32'} and packed['float32'].value.shape == (17,)
+    np.testing.assert_array_equal(states['w'].value, before['w'])
+    np.testing.assert_array_equal(states['b'].value, before['b'])
+    states['b'].value = jnp.arange(5.0)
+    np.testing.assert_array_equal(states['b'].value, np.arange(5.0))
+    np.testing.assert_array_equal(states['w'].value, before['w'])
+    buffer = np.asarray(packed['float32'].value)
+    for bad, error in [(jnp.zeros(4), ValueError), (jnp.zeros(5, jnp.int32), TypeError),
+                       ({'b': jnp.zeros(5)}, ValueError)]:
+        with pytest.raises(error, match="packed parameter 'b'"):
+            states['b'].value = bad
+        np.testing.assert_array_equal(packed['float32'].value, buffer)
+
+
+def test_two_dtypes_get_two_buffers_and_keys_carry_the_name():
+    w = brainstate.ParamState(jnp.ones(3, jnp.float32))
+    h = brainstate.ParamState(jnp.ones(2, jnp.bfloat16))
+    packed = stateopt.PackedParams({'w': w, 'h': h}, name='net')
+    assert sorted(packed) == ['net.bfloat16', 'net.float32']
+    assert packed['net.bfloat16'].value.dtype == jnp.bfloat16
+    opt = stateopt.SGD(lr=0.5).register_trainable_weights(packed)
+    opt.update({'net.float32': jnp.ones(3), 'net.bfloat16': jnp.ones(2, jnp.bfloat16)})
+    np.testing.assert_array_equal(w.value, [0.5] * 3)
+    assert h.value.dtype == jnp.bfloat16 and h.value.tolist() == [0.5, 0.5]
+
+
+def test_refusals_change_nothing():
+    states = make_params()
+    packed = stateopt.PackedParams(states)
+    buffer = np.asarray(packed['float32'].value)
+    with pytest.raises(ValueError, match='already held by another PackedParams'):
+        stateopt.PackedParams({'w': states['w']})
+    with pytest.raises(TypeError, match="key '[wb]' is held by a stateopt.PackedParams"):
+        stateopt.Adam(lr=0.1).register_trainable_weights(states)
+    with pytest.raises(TypeError, match='Lamb updates each parameter array as a whole'):
+        stateopt.Lamb(lr=0.1).register_trainable_weights(packed)
+    with pytest.raises(ValueError, match='weight_decay_mask'):
+        stateopt.AdamW(lr=0.1, weight_decay_mask=stateopt.decay_matrices_only
+                       ).register_trainable_weights(packed)
+    with pytest.raises(ValueError, match='no States'):
+        stateopt.PackedParams({})
+    with pytest.raises(TypeError, match='int32'):
+        stateopt.PackedParams({'n': brainstate.ParamState(jnp.zeros(2, jnp.int32))})
+    fresh = brainstate.ParamState(jnp.ones(2))
+
+    @brainstate.transform.jit
+    def inside():
+        stateopt.PackedParams({'f': fresh})
+
+    with pytest.raises(ValueError, match='before any brainstate.transform'):
+        inside()
+    assert not stateopt._packed.is_packed_view(fresh)
+    np.testing.assert_array_equal(packed['float32'].value, buffer)
+
+
+def test_checkpoint_of_the_model_and_optimizer_round_trips(tmp_path):
+    states = make_params()
+    packed = stateopt.PackedParams(states)
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(packed)
+    opt.update({'float32': jnp.ones(17)})
+    path = tmp_path / 'run.msgpack'
+    stateopt.save_checkpoint(path, {'model': states, 'optimizer': opt})
+    saved, moments = values(states), jax.tree.map(np.asarray, opt.opt_state.value)
+    opt.update({'float32': jnp.ones(17)})
+    stateopt.load_checkpoint(path, {'model': states, 'optimizer': opt})
+    for key in states:
+        np.testing.assert_array_equal(states[key].value, saved[key])
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, opt.opt_state.value), moments)
+    assert int(opt.step_count.value) == 1
+
+
+def test_a_value_read_before_a_step_stays_valid():
+    states = make_params()
+    packed = stateopt.PackedParams(states)
+    opt = stateopt.SGD(lr=0.1).register_trainable_weights(packed)
+    held_view, held_buffer = states['w'].value, packed['float32'].value
+    first, first_w = np.asarray(held_buffer), np.asarray(held_view)
+    opt.update({'float32': jnp.ones(17)})
+    np.testing.assert_array_equal(held_buffer, first)
+    np.testing.assert_array_equal(held_view, first_w)
+    np.testing.assert_allclose(packed['float32'].value, first - 0.1, rtol=1e-6)
+
+
+def test_packable_optimizers_are_the_elementwise_catalogue():
+    names = stateopt._optimizer.packable_optimizers()
+    assert {'SGD', 'Adam', 'AdamW', 'RMSprop', 'Lion'} <= set(names)
+    assert not {'Lamb', 'Lars', 'Adafactor', 'Muon', 'LBFGS', 'SM3', 'Novograd'} & set(names)
