@@ -200,6 +200,51 @@ def stateopt_runner(shapes, mode: str, groups: int = 1) -> Runner:
                   nbytes(opt.opt_state.value))
 
 
+def _packed(shapes, seed: int, scale: float):
+    """ParamStates of ``arrays(shapes, seed, scale)`` packed in a stateopt.PackedParams."""
+    import brainstate
+
+    import stateopt
+
+    values = arrays(shapes, seed, scale)
+    states = {str(i): brainstate.ParamState(jnp.asarray(a)) for i, a in enumerate(values)}
+    return states, stateopt.PackedParams(states)
+
+
+def stateopt_packed_runner(shapes) -> Runner:
+    """The eager update on a stateopt.PackedParams: the gradient is the buffer's (the fixed
+    gradients packed the same way), the step one AdamW update of one array."""
+    import stateopt
+
+    states, packed = _packed(shapes, 0, 0.05)
+    grads = {key: buffer.value for key, buffer in _packed(shapes, 1, 1e-3)[1].items()}
+    opt = stateopt.AdamW(lr=LR, weight_decay=WEIGHT_DECAY).register_trainable_weights(packed)
+    buffer = packed['float32']
+    return Runner('stateopt packed eager', lambda: opt.update(grads),
+                  lambda: jax.block_until_ready(buffer.value), nbytes(opt.opt_state.value))
+
+
+def stateopt_packed_train_runner(shapes) -> Runner:
+    """The train step of :func:`stateopt_train_runner` on a stateopt.PackedParams in
+    stateopt.donating_jit: the model reads its arrays as slices, the gradient is the buffer's."""
+    import brainstate
+
+    import stateopt
+
+    states, packed = _packed(shapes, 0, 0.05)
+    opt = stateopt.AdamW(lr=LR, weight_decay=WEIGHT_DECAY).register_trainable_weights(packed)
+    loss = brainstate.transform.grad(lambda: _half_square([s.value for s in states.values()]),
+                                     grad_states=packed)
+
+    @stateopt.donating_jit
+    def train():
+        opt.update(loss())
+
+    buffer = packed['float32']
+    return Runner('train step: stateopt packed donating_jit', train,
+                  lambda: jax.block_until_ready(buffer.value), nbytes(opt.opt_state.value))
+
+
 def braintools_runner(shapes, jit: bool) -> Runner:
     import brainstate
     import braintools
@@ -299,6 +344,8 @@ def build(shapes, announce: bool, large: bool = False) -> list[Runner]:
         optax_train_runner(shapes, donate=False),
         stateopt_train_runner(shapes, 'brainstate jit'),
         stateopt_train_runner(shapes, 'donating_jit'),
+        stateopt_packed_runner(shapes),
+        stateopt_packed_train_runner(shapes),
     ]
     for peer, make in PEERS.items():
         if _installed(peer, announce):
@@ -361,8 +408,14 @@ def targets_of(name: str, median: dict) -> dict:
             'train step: stateopt donating_jit', median.get('train step: optax jax.jit donated'), 1.10),
         '4 groups / 1 group (eager update)': ('stateopt eager (4 groups)', median['stateopt eager'], 1.10),
     }
+    packed_limit = 1.02 if name in LARGE_LIMIT_SETS else 1.10
+    ratios['packed: eager update / optax jit donated'] = ('stateopt packed eager', base, packed_limit)
+    ratios['packed: train step in donating_jit / optax jit donated'] = (
+        'train step: stateopt packed donating_jit', median.get('train step: optax jax.jit donated'), 1.10)
     if name in TORCH_SETS:
         ratios['eager update / torch fused'] = ('stateopt eager', median.get('torch.optim.AdamW fused'), 1.00)
+        ratios['packed: eager update / torch fused'] = (
+            'stateopt packed eager', median.get('torch.optim.AdamW fused'), 1.00)
     if name in LARGE_LIMIT_SETS:
         ratios['eager update / optax jit donated (large arrays)'] = ('stateopt eager', base, 1.02)
     return {label: (median[runner] / reference, limit) for label, (runner, reference, limit) in ratios.items()
@@ -384,7 +437,8 @@ def report(name: str, shapes, runners: list[Runner]) -> dict:
     # AdamW moves 7 float32 values per parameter (read p, g, m, v; write p, m, v); a copy moves 2
     copy_gbs = 2 * 4 * size / (throughput[COPY] * 1e-3) / 1e9
     bandwidth = {runner: 7 * 4 * size / (throughput[runner] * 1e-3) / 1e9
-                 for runner in ('optax jax.jit donated', 'stateopt eager', 'torch.optim.AdamW fused')
+                 for runner in ('optax jax.jit donated', 'stateopt eager', 'stateopt packed eager',
+                                'torch.optim.AdamW fused')
                  if runner in throughput}
     print('  update bandwidth (throughput): ' + ', '.join(
         f'{runner} {gbs:.1f} GB/s ({gbs / copy_gbs:.0%} of a copy)' for runner, gbs in bandwidth.items())

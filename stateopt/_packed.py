@@ -21,7 +21,7 @@ import numpy as np
 
 from ._donation import RAW, release_raw
 from ._state import flatten_states, shown_key
-from ._trace import at_top_level
+from ._trace import at_top_level, is_traced
 
 __all__ = ['PackedBuffer', 'PackedParams', 'check_packed_mask', 'is_packed_view']
 
@@ -57,9 +57,10 @@ class _PackedView:
 
     def _packed_value(self, read: Any) -> Any:
         layout = vars(self)['_packed']
-        data = [read(buffer) for buffer in layout.buffers]
-        return layout.treedef.unflatten([data[index][start:start + size].reshape(shape)
-                                         for index, start, size, shape in layout.slots])
+        data = {index: read(layout.buffers[index]) for index in layout.used}
+        return layout.treedef.unflatten([
+            layout.splits[index].piece(data[index], piece, start, size).reshape(shape)
+            for index, start, size, shape, piece in layout.slots])
 
     def _packed_write(self, value: Any) -> None:
         layout = vars(self)['_packed']
@@ -73,10 +74,10 @@ class _PackedView:
                 f'{jax.tree.structure(value)}. Nothing was written') from None
         written = [_checked_leaf(layout, slot, leaf, _stored(layout.buffers[slot[0]]).dtype)
                    for slot, leaf in zip(layout.slots, leaves)]
-        for index in sorted({slot[0] for slot in layout.slots}):
+        for index in layout.used:
             buffer = layout.buffers[index]
             data = buffer.value
-            for (at, start, _, _), leaf in zip(layout.slots, written):
+            for (at, start, *_), leaf in zip(layout.slots, written):
                 if at == index:
                     data = jax.lax.dynamic_update_slice_in_dim(data, leaf, start, 0)
             buffer.value = data
@@ -95,7 +96,7 @@ def _stored(buffer: PackedBuffer) -> Any:
 
 def _checked_leaf(layout: _Layout, slot: tuple, leaf: Any, dtype: Any) -> Any:
     """``leaf`` flattened for its slot; a wrong shape or dtype raises, naming the parameter."""
-    _, _, size, shape = slot
+    shape = slot[3]
     if np.shape(leaf) != shape:
         raise ValueError(f'the packed parameter {shown_key(layout.key)} has an array of shape {shape}; '
                          f'got shape {np.shape(leaf)}. Nothing was written')
@@ -106,12 +107,34 @@ def _checked_leaf(layout: _Layout, slot: tuple, leaf: Any, dtype: Any) -> Any:
     return jnp.ravel(jnp.asarray(leaf, dtype))
 
 
-class _Layout:
-    """Where one packed State's leaves live: the buffers, the structure, and
-    ``(buffer index, start, size, shape)`` per leaf."""
+class _Split:
+    """How one buffer splits into its arrays, and, inside a trace, its last split.
 
-    def __init__(self, key: tuple, buffers: tuple, treedef: Any, slots: tuple):
-        self.key, self.buffers, self.treedef, self.slots = key, buffers, treedef, slots
+    Traced, every array of a buffer is cut from it by one ``split``, whose transpose is
+    one ``concatenate``: the gradient with respect to the buffer then costs what the
+    arrays' gradients cost, where a slice per array would add one buffer-sized pad per
+    array. Outside a trace an array is sliced alone, and nothing is kept.
+    """
+
+    def __init__(self, sizes: tuple):
+        self.sizes = sizes
+        self._data, self._pieces = None, ()
+
+    def piece(self, data: Any, piece: int, start: int, size: int) -> Any:
+        if not is_traced(data):
+            return data[start:start + size]
+        if data is not self._data:
+            self._data, self._pieces = data, jax.lax.split(data, self.sizes)
+        return self._pieces[piece]
+
+
+class _Layout:
+    """Where one packed State's leaves live: the buffers and their splits, the structure, and
+    ``(buffer index, start, size, shape, piece index)`` per leaf."""
+
+    def __init__(self, key: tuple, buffers: tuple, splits: tuple, treedef: Any, slots: tuple):
+        self.key, self.buffers, self.splits, self.treedef, self.slots = key, buffers, splits, treedef, slots
+        self.used = sorted({slot[0] for slot in slots})
 
 
 _VIEW_CLASSES: dict[type, type] = {}
@@ -237,11 +260,12 @@ class PackedParams(dict):
             for leaf in leaves:
                 dtype = jnp.result_type(leaf)
                 entry = dtypes.setdefault(dtype, [len(dtypes), 0, []])
-                placed.append((entry[0], entry[1], int(np.size(leaf)), tuple(np.shape(leaf))))
+                placed.append((entry[0], entry[1], int(np.size(leaf)), tuple(np.shape(leaf)), len(entry[2])))
                 entry[1] += int(np.size(leaf))
                 entry[2].append(jnp.ravel(jnp.asarray(leaf, dtype)))
             slots.append((path, state, treedef, tuple(placed)))
         buffers = tuple(PackedBuffer(jnp.concatenate(chunks)) for _, _, chunks in dtypes.values())
+        splits = tuple(_Split(tuple(int(chunk.size) for chunk in chunks)) for _, _, chunks in dtypes.values())
         for dtype, buffer in zip(dtypes, buffers):
             self[f'{name}.{np.dtype(dtype).name}' if name else np.dtype(dtype).name] = buffer
         swapped = []
@@ -256,7 +280,7 @@ class PackedParams(dict):
             raise TypeError(f'PackedParams cannot pack a {type(slots[len(swapped)][1]).__name__}: '
                             f'{exc}. Nothing was changed') from None
         for path, state, treedef, placed in slots:
-            vars(state)['_packed'] = _Layout(path, buffers, treedef, placed)
+            vars(state)['_packed'] = _Layout(path, buffers, splits, treedef, placed)
             release_raw(state)
         self._params = {path: state for path, state, _, _ in slots}
 
