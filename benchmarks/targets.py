@@ -52,6 +52,9 @@ def rows() -> list[tuple[str, str, float, float, str]]:
         if '5000 states' in groups:
             out.append(('many groups', 'first step (compilation) of 5,000 States',
                         groups['5000 states']['first_step_s'], 20.0, 's'))
+        if '5000 packed' in groups:
+            out.append(('many groups', 'first step (compilation) of 5,000 States, packed',
+                        groups['5000 packed']['first_step_s'], 20.0, 's'))
     return out
 
 
@@ -64,6 +67,9 @@ def main() -> None:
                             ('bench_groups.py', 'groups.json')):
             subprocess.run([sys.executable, os.path.join(HERE, script), '--json', os.path.join(RESULTS, out)],
                            check=True)
+        # the per-call set again, without the peers' threads in the process (see bench_optimizers.py)
+        subprocess.run([sys.executable, os.path.join(HERE, 'bench_optimizers.py'), '--sets', 'tiny 6 x 16',
+                        '--no-peers', '--json', os.path.join(RESULTS, 'adamw.json'), '--add-to'], check=True)
     table = rows()
     if not table:
         sys.exit('no results in benchmarks/results: run with --measure')

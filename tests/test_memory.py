@@ -17,6 +17,7 @@ MOMENTS_MIB = 2 * ARRAYS * SIZE * 4 / 2**20            # AdamW's m and v: 64 MiB
 
 PAIRS = [
     ('stateopt eager', 'optax donated'),
+    ('stateopt packed eager', 'optax donated'),
     ('train step: stateopt donating_jit', 'train step: optax donated'),
 ]
 

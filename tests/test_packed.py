@@ -223,3 +223,36 @@ def test_packable_optimizers_are_the_elementwise_catalogue():
     names = stateopt._optimizer.packable_optimizers()
     assert {'SGD', 'Adam', 'AdamW', 'RMSprop', 'Lion'} <= set(names)
     assert not {'Lamb', 'Lars', 'Adafactor', 'Muon', 'LBFGS', 'SM3', 'Novograd'} & set(names)
+
+
+def test_small_arrays_packed_beside_large_ones_as_they_are():
+    """One optimizer trains a large array as it is and the small ones packed, as optax trains all."""
+    rng = np.random.default_rng(3)
+    big = brainstate.ParamState(jnp.asarray(0.3 * rng.standard_normal((6, 5)), jnp.float32))
+    small = {f'b{i}': brainstate.ParamState(jnp.asarray(rng.standard_normal(5), jnp.float32)) for i in range(4)}
+    start = {'w': big.value, **{k: s.value for k, s in small.items()}}
+    x = jnp.asarray(0.3 * rng.standard_normal((3, 6)), jnp.float32)   # tanh well inside its range
+
+    def loss_of(w, biases):
+        h = x @ w
+        for b in biases:
+            h = jnp.tanh(h + b)
+        return jnp.sum(h ** 2)
+
+    tx = optax.adamw(1e-2, weight_decay=1e-2)
+    want, state = start, tx.init(start)
+    for _ in range(3):
+        g = jax.grad(lambda p: loss_of(p['w'], [p[f'b{i}'] for i in range(4)]))(want)
+        updates, state = tx.update(g, state, want)
+        want = optax.apply_updates(want, updates)
+    packed = stateopt.PackedParams(small)
+    trained = {'big': {'w': big}, 'small': packed}
+    opt = stateopt.AdamW(lr=1e-2, weight_decay=1e-2).register_trainable_weights(trained)
+    for _ in range(3):
+        grads = brainstate.transform.grad(
+            lambda: loss_of(big.value, [small[f'b{i}'].value for i in range(4)]), grad_states=trained)()
+        assert set(grads) == {'big', 'small'} and set(grads['small']) == {'float32'}
+        opt.update(grads)
+    assert_close_f32(big.value, want['w'], steps=3)
+    for key, state in small.items():
+        assert_close_f32(state.value, want[key], steps=3, err_msg=key)

@@ -156,6 +156,35 @@ def generate(app) -> None:
                   f'{data["peak_mb"]:.0f} MB.']
     with open(os.path.join(out, 'performance_table.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
+    with open(os.path.join(out, 'packed_table.md'), 'w') as f:
+        f.write('\n'.join(packed_lines(data)) + '\n')
+
+
+#: The packed table's columns: (heading, runner, the runner it is a ratio to).
+PACKED_COLUMNS = (
+    ('stateopt eager', 'stateopt eager', 'optax jax.jit donated'),
+    ('packed eager', 'stateopt packed eager', 'optax jax.jit donated'),
+    ('torch fused', 'torch.optim.AdamW fused', 'optax jax.jit donated'),
+    ('packed / torch fused', 'stateopt packed eager', 'torch.optim.AdamW fused'),
+    ('packed train step', 'train step: stateopt packed donating_jit', 'train step: optax jax.jit donated'),
+)
+
+
+def packed_lines(data: dict) -> list[str]:
+    """The table of the packed layout: per set, raw optax's ms and each runner's ratio."""
+    lines = ['| set | optax donated, ms | ' + ' | '.join(heading for heading, _, _ in PACKED_COLUMNS) + ' |',
+             '| --- | --- |' + ' --- |' * len(PACKED_COLUMNS)]
+    for name, result in data['results'].items():
+        medians = result['median_ms']
+        if 'stateopt packed eager' not in medians:
+            continue
+        cells = [f'{medians[runner] / medians[base]:.2f}x' if runner in medians and base in medians else ''
+                 for _, runner, base in PACKED_COLUMNS]
+        lines.append(f'| {name} | {medians["optax jax.jit donated"]:.3f} | ' + ' | '.join(cells) + ' |')
+    lines += ['', 'The ratios are of medians: the update runners to raw optax donated, "packed / torch '
+                  'fused" to torch\'s fused AdamW, and the packed train step (under `stateopt.donating_jit`) '
+                  'to the same train step in raw `jax.jit` + optax, donated.']
+    return lines
 
 
 def setup(app):
