@@ -90,7 +90,7 @@ def optax_trajectory(model_values: dict, x, y, steps: int) -> dict:
     return params
 
 
-@pytest.mark.parametrize('mode', ['eager', 'jit', 'donating_jit'])
+@pytest.mark.parametrize('mode', ['eager', 'jit', 'donating_jit', 'for_loop'])
 def test_a_packed_model_trains_like_optax_on_its_arrays(mode):
     model = MLP()
     params = model.states(brainstate.ParamState)
@@ -104,10 +104,13 @@ def test_a_packed_model_trains_like_optax_on_its_arrays(mode):
         grads = brainstate.transform.grad(lambda: jnp.mean((model(x) - y) ** 2), grad_states=packed)()
         opt.update(grads)
 
-    run = {'eager': step, 'jit': brainstate.transform.jit(step),
-           'donating_jit': stateopt.donating_jit(step)}[mode]
-    for _ in range(5):
-        run()
+    if mode == 'for_loop':     # the five steps as one loop, traced once
+        brainstate.transform.jit(lambda: brainstate.transform.for_loop(lambda i: step(), jnp.arange(5)))()
+    else:
+        run = {'eager': step, 'jit': brainstate.transform.jit(step),
+               'donating_jit': stateopt.donating_jit(step)}[mode]
+        for _ in range(5):
+            run()
     for key, state in params.items():
         for name in ('weight', 'bias'):
             assert_close_f32(state.value[name], want[key][name], steps=5, err_msg=f'{mode} {key} {name}')
@@ -229,7 +232,8 @@ def test_small_arrays_packed_beside_large_ones_as_they_are():
     """One optimizer trains a large array as it is and the small ones packed, as optax trains all."""
     rng = np.random.default_rng(3)
     big = brainstate.ParamState(jnp.asarray(0.3 * rng.standard_normal((6, 5)), jnp.float32))
-    small = {f'b{i}': brainstate.ParamState(jnp.asarray(rng.standard_normal(5), jnp.float32)) for i in range(4)}
+    small = {f'b{i}': brainstate.ParamState(jnp.asarray(rng.standard_normal(5), jnp.float32))
+             for i in range(4)}
     start = {'w': big.value, **{k: s.value for k, s in small.items()}}
     x = jnp.asarray(0.3 * rng.standard_normal((3, 6)), jnp.float32)   # tanh well inside its range
 
@@ -256,3 +260,22 @@ def test_small_arrays_packed_beside_large_ones_as_they_are():
     assert_close_f32(big.value, want['w'], steps=3)
     for key, state in small.items():
         assert_close_f32(state.value, want[key], steps=3, err_msg=key)
+
+
+def test_ema_and_forward_mode_see_the_packed_values():
+    """An EMA of the packed States and a forward-mode derivative through them work on the
+    values the States read."""
+    w = brainstate.ParamState(jnp.array([0.0, 4.0]))
+    b = brainstate.ParamState(jnp.array([2.0]))
+    packed = stateopt.PackedParams({'w': w, 'b': b})
+    ema = stateopt.EMA({'w': w, 'b': b}, decay=0.75)
+    w.value = jnp.array([4.0, 0.0])
+    ema.update()                                   # 0.75 * old + 0.25 * new
+    np.testing.assert_allclose(ema.averages['w'].value, [1.0, 3.0])
+    np.testing.assert_allclose(ema.averages['b'].value, [2.0])
+
+    def loss():
+        return jnp.sum(w.value ** 2) + b.value[0]
+
+    jacobian = brainstate.transform.jacfwd(loss, grad_states=packed)()    # forward mode, per element
+    np.testing.assert_allclose(jacobian['float32'], [1.0, 8.0, 0.0])     # buffer order: b, then w
