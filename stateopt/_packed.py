@@ -13,6 +13,7 @@ one that takes a norm or a factored moment per array would see one array.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import brainstate
@@ -21,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._donation import RAW, release_raw
-from ._state import flatten_states, shown_key
+from ._slots import entry_name as _entry_name
+from ._state import flatten_states, param_name, shown_key
 from ._trace import at_top_level, is_traced
 
-__all__ = ['PackedBuffer', 'PackedParams', 'check_packed_mask', 'is_packed_view']
+__all__ = ['PackedBuffer', 'PackedParams', 'check_packed_mask', 'is_packed_view', 'packing_of']
 
 
 class PackedBuffer(brainstate.ParamState):
@@ -45,6 +47,11 @@ class PackedBuffer(brainstate.ParamState):
     >>> isinstance(packed['float32'], stateopt.PackedBuffer), packed['float32'].value.tolist()
     (True, [1.0, 1.0, 1.0])
     """
+
+    def __pretty_repr_item__(self, key: str, value: Any) -> Any:
+        if key == '_views':     # the packed States that read it
+            return None
+        return super().__pretty_repr_item__(key, value)
 
 
 class _PackedView:
@@ -142,6 +149,9 @@ class _Layout:
     def __init__(self, key: tuple, buffers: tuple, splits: tuple, treedef: Any, slots: tuple):
         self.key, self.buffers, self.splits, self.treedef, self.slots = key, buffers, splits, treedef, slots
         self.used = sorted({slot[0] for slot in slots})
+        # each leaf's part of a slot's key in state dicts, as an unpacked State's ('', '.weight')
+        self.suffixes = tuple(''.join(f'.{_entry_name(entry)}' for entry in path) for path, _ in
+                              jax.tree_util.tree_flatten_with_path(treedef.unflatten(range(len(slots))))[0])
 
 
 _VIEW_CLASSES: dict[type, type] = {}
@@ -196,9 +206,10 @@ class PackedParams(dict):
 
     A ``PackedParams`` is a dict from dtype name (``'float32'``, or ``'<name>.float32'``
     when ``name`` is given) to the buffers; ``params`` gives the packed States under
-    their own keys, for checkpoints of the model. Parameters that need their own
-    hyper-parameters go in a second ``PackedParams`` with its own ``name``, passed to
-    ``add_param_group``.
+    their own keys, for checkpoints of the model. An optimizer's state dict keys a buffer's
+    moments by the parameters it holds, so checkpoints load into either layout. Parameters
+    that need their own hyper-parameters go in a second ``PackedParams`` with its own
+    ``name``, passed to ``add_param_group``.
 
     Parameters
     ----------
@@ -302,6 +313,10 @@ class PackedParams(dict):
         for path, state, treedef, placed in slots:
             vars(state)['_packed'] = _Layout(path, buffers, splits, treedef, placed)
             release_raw(state)
+        for buffer in buffers:      # the States reading each buffer, for state dicts keyed by parameter
+            vars(buffer)['_views'] = tuple(vars(state)['_packed'] for _, state, _, _ in slots
+                                           if any(vars(state)['_packed'].buffers[at] is buffer
+                                                  for at in vars(state)['_packed'].used))
         self._params = {path: state for path, state, _, _ in slots}
 
     @property
@@ -326,3 +341,149 @@ def _unflatten(keys: tuple, buffers: Any) -> dict:
 jax.tree_util.register_pytree_with_keys(
     PackedParams, _flatten_with_keys, _unflatten,
     flatten_func=lambda packed: ([packed[key] for key in sorted(packed)], tuple(sorted(packed))))
+
+
+# -- state dicts keyed by parameter, whatever the layout ------------------------------------------
+
+class _Packing:
+    """The packed buffers among an optimizer's registered States, and the States reading them.
+
+    An optimizer's state dict keys a buffer's slots by the parameters it holds, as an
+    optimizer of the same States unpacked keys them, so that a checkpoint loads into
+    either layout: :meth:`expand` splits what the step keeps per buffer, :meth:`collapse`
+    joins what a state dict gives per parameter.
+    """
+
+    def __init__(self, names: tuple, paths: tuple, states: tuple):
+        self.buffers = {name: state for name, state in zip(names, states) if isinstance(state, PackedBuffer)}
+        # parameter name -> its layout, for the States of every registered buffer
+        self.views = {}
+        for name, path in zip(names, paths):
+            if name in self.buffers:
+                for layout in vars(self.buffers[name])['_views']:
+                    self.views.setdefault(param_name(path[:-1] + layout.key), layout)
+
+    def names_of(self, buffer_name: str) -> list[str]:
+        buffer = self.buffers[buffer_name]
+        return [name for name, layout in self.views.items()
+                if any(layout.buffers[at] is buffer for at in layout.used)]
+
+    def expand(self, by_buffer: dict) -> dict:
+        """``{buffer name: flat array or None}`` as ``{parameter name: value tree}`` (None where
+        every leaf's buffer has none); names of no buffer pass through."""
+        out = {name: value for name, value in by_buffer.items() if name not in self.buffers}
+        for name, layout in self.views.items():
+            leaves = []
+            for at, start, size, shape, _ in layout.slots:
+                owner = next(key for key, buffer in self.buffers.items() if buffer is layout.buffers[at])
+                flat = by_buffer.get(owner)
+                leaves.append(None if flat is None else flat[start:start + size].reshape(shape))
+            if any(leaf is not None for leaf in leaves):
+                out[name] = layout.treedef.unflatten(leaves)
+        return out
+
+    def expand_slots(self, state: dict) -> dict:
+        """``state`` (``{owner: {slot: array}}``) with each buffer's slots split per parameter."""
+        out = {name: slots for name, slots in state.items() if name not in self.buffers}
+        keys = dict.fromkeys(key for name in self.buffers for key in state.get(name, {}))
+        for key in keys:
+            by_buffer = {name: state.get(name, {}).get(key) for name in self.buffers}
+            for name, tree in self.expand(by_buffer).items():
+                layout = self.views[name]
+                for suffix, leaf in zip(layout.suffixes, layout.treedef.flatten_up_to(tree)):
+                    if leaf is not None:
+                        out.setdefault(name, {})[key + suffix] = leaf
+        return out
+
+    def expand_names(self, names: list) -> list:
+        out = []
+        for name in names:
+            out.extend(self.names_of(name) if name in self.buffers else [name])
+        return list(dict.fromkeys(out))
+
+    def collapse(self, by_param: Mapping, where: str, slot: str = '') -> dict:
+        """``{parameter name: value tree}`` (or, with ``slot``, the slot's leaves in a slot dict)
+        joined per buffer; a buffer already given under its own name is taken as it is."""
+        out = {name: value for name, value in by_param.items() if name not in self.views}
+        for buffer_name, buffer in self.buffers.items():
+            if buffer_name in by_param or not any(name in by_param for name in self.names_of(buffer_name)):
+                if buffer_name in by_param:
+                    out[buffer_name] = by_param[buffer_name]
+                continue
+            pieces = []
+            for name in self.names_of(buffer_name):
+                layout = self.views[name]
+                if name not in by_param:
+                    raise KeyError(f'{where}[{name!r}] is missing')
+                leaves = self._leaves(layout, by_param[name], where, name, slot)
+                for (at, start, _, shape, _), suffix, leaf in zip(layout.slots, layout.suffixes, leaves):
+                    if layout.buffers[at] is buffer:
+                        pieces.append((f'{where}[{name!r}]' + (f'[{slot + suffix!r}]' if slot else ''),
+                                       start, shape, leaf))
+            given = [leaf is not None for *_, leaf in pieces]
+            if not any(given):      # none of these arrays has one (a master copy of a float32 array)
+                continue
+            if not all(given):
+                shown = next(shown for shown, *_, leaf in pieces if leaf is None)
+                raise ValueError(f'{shown} is None, but the other arrays packed with it have one')
+            data = None     # in the dtype of the first array: the caller checks it against its own
+            for shown, start, shape, leaf in pieces:
+                want = data.dtype if data is not None else jnp.result_type(leaf)
+                if np.shape(leaf) != shape or jnp.result_type(leaf) != want:
+                    raise ValueError(f'{shown} must be a {want} array of shape {shape}, got '
+                                     f'{jnp.result_type(leaf)} of shape {np.shape(leaf)}')
+                if data is None:
+                    data = jnp.zeros(RAW(buffer).shape, want)
+                data = _place(data, jnp.asarray(leaf), start)
+            out[buffer_name] = data
+        return out
+
+    @staticmethod
+    def _leaves(layout: _Layout, value: Any, where: str, name: str, slot: str) -> list:
+        if slot:
+            if not isinstance(value, Mapping):
+                raise ValueError(f'{where}[{name!r}] must be a dict {{slot: array}}, got '
+                                 f'{type(value).__name__}')
+            missing = [slot + suffix for suffix in layout.suffixes if slot + suffix not in value]
+            if missing:
+                raise KeyError(f'{where}[{name!r}][{missing[0]!r}] is missing')
+            return [value[slot + suffix] for suffix in layout.suffixes]
+        leaves, treedef = jax.tree.flatten(value, is_leaf=lambda leaf: leaf is None)
+        if treedef != layout.treedef:
+            raise ValueError(f'{where}[{name!r}] must have the structure {layout.treedef}, got {treedef}')
+        return leaves
+
+    def collapse_slots(self, state: Mapping, where: str, keys: Mapping[str, list]) -> dict:
+        """``state`` keyed per parameter joined into the buffers' slot dicts, where ``keys``
+        gives each buffer's slots."""
+        out = {name: slots for name, slots in state.items() if name not in self.views}
+        for buffer_name in self.buffers:
+            if buffer_name in state or not any(name in state for name in self.names_of(buffer_name)):
+                continue
+            for name in self.names_of(buffer_name):
+                given = state.get(name, {})
+                expected = {key + suffix for key in keys.get(buffer_name, ())
+                            for suffix in self.views[name].suffixes}
+                leftover = sorted(map(repr, set(given) - expected)) if isinstance(given, Mapping) else []
+                if leftover:
+                    raise KeyError(f'{where}[{name!r}] has the unknown slots {", ".join(leftover)}; this '
+                                   f'optimizer keeps {", ".join(map(repr, sorted(expected))) or "none"}')
+            out[buffer_name] = {key: self.collapse(state, where, slot=key)[buffer_name]
+                                for key in keys.get(buffer_name, ())}
+        return out
+
+    def collapse_names(self, names: list) -> list:
+        out = list(names)
+        for buffer_name in self.buffers:
+            held = self.names_of(buffer_name)
+            if held and all(name in out for name in held):
+                at = min(out.index(name) for name in held)
+                out = [name for name in out if name not in held]
+                out.insert(at, buffer_name)
+        return out
+
+
+def packing_of(names: tuple, paths: tuple, states: tuple) -> _Packing | None:
+    """The :class:`_Packing` of an optimizer's registered States, or None if none is a packed buffer."""
+    packed = any(isinstance(state, PackedBuffer) for state in states)
+    return _Packing(names, paths, states) if packed else None

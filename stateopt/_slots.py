@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ['Slot', 'slots_of', 'LAYOUT_VERSION']
+__all__ = ['Slot', 'slots_of', 'entry_name', 'LAYOUT_VERSION']
 
 #: The state-dict layout: 1 named every slot by its path in the algorithm's state; 2 by the
 #: optimizer's declared slot names.
@@ -68,7 +68,7 @@ def slots_of(init: Any, values: Mapping[str, Any], state: Any, declared: Mapping
     owners = _owners_by_structure(init, values, leaves)
     slots = []
     for (path, _), (owner, at) in zip(leaves, owners):
-        entries = [str(_entry_name(entry)) for entry in path]
+        entries = [str(entry_name(entry)) for entry in path]
         if owner is None:
             node, rest = entries, []
         else:
@@ -92,8 +92,8 @@ def _owners_by_structure(init: Any, values: Mapping[str, Any], leaves: list) -> 
         return [_owner_by_name(path, set(names)) for path, _ in leaves]
     owners = []
     for probe_path, _ in probe:
-        at = next((i for i, entry in enumerate(probe_path) if _entry_name(entry) in sentinels), None)
-        owners.append((None, None) if at is None else (sentinels[_entry_name(probe_path[at])], at))
+        at = next((i for i, entry in enumerate(probe_path) if entry_name(entry) in sentinels), None)
+        owners.append((None, None) if at is None else (sentinels[entry_name(probe_path[at])], at))
     return owners
 
 
@@ -117,7 +117,8 @@ def _abstract(leaf: Any) -> Any:
     return jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf))
 
 
-def _entry_name(entry: Any) -> Hashable:
+def entry_name(entry: Any) -> Hashable:
+    """The name of one entry of a JAX key path: a dict key, an attribute name or an index."""
     for attr in ('name', 'key', 'idx'):
         if hasattr(entry, attr):
             return getattr(entry, attr)

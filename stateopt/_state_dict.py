@@ -14,6 +14,7 @@ from . import _hyper
 from ._braintools import from_braintools, is_braintools_state_dict
 from ._donation import RAW as _RAW
 from ._groups import ParamGroup, as_dynamic, to_python
+from ._packed import packing_of
 from ._slots import LAYOUT_VERSION
 from ._state import ReadableKeyError
 from ._trace import is_traced
@@ -152,6 +153,15 @@ class StateDicts:
                 name: jax.tree.structure(_RAW(state)).unflatten(masters)
                 for name, state, masters in zip(names, self._registry.states, self.master_params.value)
                 if masters is not None}
+        packing = packing_of(names, self._registry.paths, self._registry.states)
+        if packing is not None:     # keyed by the parameters a buffer holds, as they are unpacked
+            per_param = packing.expand_slots(per_param)
+            groups = [{**record, 'params': packing.expand_names(record['params'])} for record in groups]
+            if 'accumulation' in loop:
+                loop['accumulation'] = {**loop['accumulation'],
+                                        'grads': packing.expand(loop['accumulation']['grads'])}
+            if 'master_params' in loop:
+                loop['master_params'] = packing.expand(loop['master_params'])
         return StateDict({
             'version': LAYOUT_VERSION,
             'optimizer_class': type(self).__name__,
@@ -215,6 +225,9 @@ class StateDicts:
                             f'{described(state_dict)}')
         if is_braintools_state_dict(state_dict):   # written by braintools.optim: read as this optimizer's
             state_dict = from_braintools(self, state_dict)
+        packing = packing_of(self._registry.names, self._registry.paths, self._registry.states)
+        if packing is not None:
+            state_dict = _collapsed(packing, state_dict, self._owned_slot_keys())
         required = ('step_count', 'param_groups', 'state', 'group_state', 'lr_scheduler')
         missing = [key for key in required if key not in state_dict]
         if missing:
@@ -285,6 +298,15 @@ class StateDicts:
             self._scheduler.check_state_dict(scheduler_state)
         loop_values = {**self._checked_loop(state_dict), **self._checked_masters(state_dict)}
         return step_count, tuple(new_states), hyper_values, scheduler_state, other_class, loop_values
+
+    def _owned_slot_keys(self) -> dict[str, list]:
+        """``{param name: [slot key, ...]}`` of the slots each parameter owns now."""
+        keys: dict[str, list] = {}
+        for group, state in zip(self._groups, _RAW(self.opt_state)):
+            for slot in self._slots(group, group._positions, state):
+                if slot.owner is not None:
+                    keys.setdefault(slot.owner, []).append(slot.key)
+        return keys
 
     def _checked_masters(self, state_dict: Mapping) -> dict:
         """``{'master_params': masters}`` from ``state_dict``, checked (``{}`` without master weights).
@@ -454,6 +476,25 @@ class StateDicts:
                                     f'hyper-parameters of {type(self).__name__} are '
                                     f'{", ".join(map(repr, self._hyperparams))}')
         return values
+
+
+def _collapsed(packing: Any, state_dict: Mapping, slot_keys: Mapping[str, list]) -> dict:
+    """``state_dict`` with the entries keyed per parameter joined into the packed buffers' (see
+    :mod:`stateopt._packed`); entries of the wrong kind are left for the checks to name."""
+    out = dict(state_dict)
+    if isinstance(out.get('state'), Mapping):
+        out['state'] = packing.collapse_slots(out['state'], 'state', slot_keys)
+    if isinstance(out.get('param_groups'), (list, tuple)):
+        out['param_groups'] = [
+            {**group, 'params': packing.collapse_names(list(group['params']))}
+            if isinstance(group, Mapping) and _param_names(group.get('params')) is not None else group
+            for group in out['param_groups']]
+    saved = out.get('accumulation')
+    if isinstance(saved, Mapping) and isinstance(saved.get('grads'), Mapping):
+        out['accumulation'] = {**saved, 'grads': packing.collapse(saved['grads'], "accumulation['grads']")}
+    if isinstance(out.get('master_params'), Mapping):
+        out['master_params'] = packing.collapse(out['master_params'], 'master_params')
+    return out
 
 
 #: Hyper-parameters added after state dicts were first written, and the value older ones ran with.

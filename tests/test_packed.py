@@ -279,3 +279,84 @@ def test_ema_and_forward_mode_see_the_packed_values():
 
     jacobian = brainstate.transform.jacfwd(loss, grad_states=packed)()    # forward mode, per element
     np.testing.assert_allclose(jacobian['float32'], [1.0, 8.0, 0.0])     # buffer order: b, then w
+
+
+def _trained_pair(case, steps: int, seed: int):
+    """A packed and an unpacked optimizer of ``case`` on equal values, and the gradients ahead."""
+    packed_states, plain_states = make_params(seed), make_params(seed)
+    packed = stateopt.PackedParams(packed_states)
+    packed_opt = case.make().register_trainable_weights(packed)
+    plain_opt = case.make().register_trainable_weights(plain_states)
+    grads = grad_sequence(SHAPES, 2 * steps, seed=seed)
+    return packed, packed_states, packed_opt, plain_states, plain_opt, grads
+
+
+@pytest.mark.parametrize('case', PACKABLE, ids=[case.id for case in PACKABLE])
+def test_state_dicts_are_keyed_by_parameter_and_load_into_either_layout(case):
+    """A packed optimizer's state dict has the layout of the same optimizer unpacked: it loads
+    into one, which then steps as the packed one does, and the packed one loads it back."""
+    packed, packed_states, packed_opt, plain_states, plain_opt, grads = _trained_pair(case, 3, seed=4)
+    for g in grads[:3]:
+        packed_opt.update(buffer_grads(packed, g))
+    saved = packed_opt.state_dict()
+    assert jax.tree.structure(saved) == jax.tree.structure(plain_opt.state_dict())
+    for key, state in plain_states.items():
+        state.value = jnp.asarray(packed_states[key].value)
+    plain_opt.load_state_dict(saved)
+    for g in grads[3:]:
+        packed_opt.update(buffer_grads(packed, g))
+        plain_opt.update({k: jnp.asarray(v) for k, v in g.items()})
+    for key in SHAPES:
+        assert_close_f32(packed_states[key].value, plain_states[key].value, steps=3, err_msg=case.id)
+    back = plain_opt.state_dict()
+    packed_opt.load_state_dict(back)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, dict(packed_opt.state_dict())),
+                 jax.tree.map(np.asarray, dict(back)))
+
+
+def test_a_state_dict_that_does_not_fit_the_packed_arrays_changes_nothing():
+    packed = stateopt.PackedParams(make_params())
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(packed)
+    opt.update({'float32': jnp.ones(17)})
+    good = opt.state_dict()
+    before = jax.tree.map(np.asarray, opt.opt_state.value)
+    missing = {**good, 'state': {'w': good['state']['w']}}
+    wrong_shape = {**good, 'state': {**good['state'], 'b': {**good['state']['b'], 'exp_avg': jnp.zeros(4)}}}
+    unknown = {**good, 'state': {**good['state'], 'b': {**good['state']['b'], 'velocity': jnp.zeros(5)}}}
+    for bad, error, match in [(missing, KeyError, "state\\['b'\\] is missing"),
+                              (wrong_shape, ValueError, "state\\['b'\\]\\['exp_avg'\\]"),
+                              (unknown, KeyError, "unknown slots 'velocity'")]:
+        with pytest.raises(error, match=match):
+            opt.load_state_dict(bad)
+        jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, opt.opt_state.value), before)
+
+
+@pytest.mark.parametrize('settings', [dict(gradient_accumulation_steps=2), dict(master_dtype=jnp.float32)],
+                         ids=['accumulation', 'master weights'])
+def test_loop_and_master_entries_are_keyed_by_parameter_too(settings, tmp_path):
+    dtype = jnp.bfloat16 if 'master_dtype' in settings else jnp.float32
+    make = lambda: {k: brainstate.ParamState(jnp.asarray(v.value, dtype)) for k, v in make_params().items()}
+    packed_states, plain_states = make(), make()
+    packed = stateopt.PackedParams(packed_states)
+    packed_opt = stateopt.AdamW(lr=0.1, **settings).register_trainable_weights(packed)
+    plain_opt = stateopt.AdamW(lr=0.1, **settings).register_trainable_weights(plain_states)
+    packed_opt.update({next(iter(packed)): jnp.ones(17, dtype)})
+    stateopt.save_checkpoint(tmp_path / 'opt.msgpack', {'optimizer': packed_opt})
+    stateopt.load_checkpoint(tmp_path / 'opt.msgpack', {'optimizer': plain_opt})
+    saved, loaded = packed_opt.state_dict(), plain_opt.state_dict()
+    entry = 'accumulation' if 'gradient_accumulation_steps' in settings else 'master_params'
+    assert set(saved[entry] if entry == 'master_params' else saved[entry]['grads']) == {'w', 'b'}
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, dict(saved)),
+                 jax.tree.map(np.asarray, dict(loaded)))
+
+
+def test_packing_releases_the_arrays_it_replaces():
+    """Once packed, the States hold no array of their own: only the buffer remains."""
+    import gc
+    import weakref
+
+    states = {f's{i}': brainstate.ParamState(jnp.full((64, 64), float(i))) for i in range(5)}
+    originals = [weakref.ref(state.value) for state in states.values()]
+    stateopt.PackedParams(states)
+    gc.collect()
+    assert all(ref() is None for ref in originals)
