@@ -15,7 +15,7 @@ python3 -m venv .venv-gpu
 .venv-gpu/bin/python -c "import jax; print(jax.devices())" | tee "$OUT/devices.txt"
 timeout 300 .venv-gpu/bin/python -m pytest -q -p no:cacheprovider \
     tests/test_catalogue.py tests/test_torch_golden.py tests/test_precision.py tests/test_donation.py \
-    tests/test_lbfgs.py tests/test_muon.py tests/test_sophia.py \
+    tests/test_lbfgs.py tests/test_muon.py tests/test_sophia.py tests/test_packed.py \
     "tests/test_optimizer.py::test_every_dot_product_of_every_step_runs_at_full_float32_precision" \
     2>&1 | tail -40 > "$OUT/pytest.log"
 timeout 240 .venv-gpu/bin/python benchmarks/bench_optimizers.py --steps 60 --rounds 3 --instances 1 \
