@@ -35,7 +35,8 @@ import numpy as np
 from ._trace import at_top_level, is_traced
 
 __all__ = ['RAW', 'DonationGuard', 'FlagsReads', 'flags_reads', 'owned_leaves', 'store_leaves', 'store_raw',
-           'release_raw', 'write_back', 'write_back_all', 'mark_unread', 'held_elsewhere']
+           'release_raw', 'stored_elsewhere', 'released', 'write_back', 'write_back_all', 'mark_unread',
+           'held_elsewhere']
 
 #: A State's stored value, read without trace recording or hooks.
 RAW = operator.attrgetter('_value')
@@ -277,11 +278,23 @@ def store_raw(state: brainstate.State, value: Any) -> None:
     vars(state).pop('_leaves', None)
 
 
+#: How many States have given their stored value away (:func:`release_raw`): a cached step
+#: that stores values directly checks its States again when this changes.
+released = 0
+
+
 def release_raw(state: brainstate.State) -> Any:
     """Take ``state``'s stored value out of it and return it: its storage moves elsewhere
     (a :class:`stateopt.PackedParams` buffer), and its class then says where."""
+    global released
+    released += 1
     vars(state).pop('_leaves', None)
     return vars(state).pop('_value')
+
+
+def stored_elsewhere(state: brainstate.State) -> bool:
+    """Whether ``state`` gave its stored value away (:func:`release_raw`): storing into it is void."""
+    return '_value' not in vars(state)
 
 
 def write_back(states: Sequence[brainstate.State], values: Sequence[Any]) -> None:

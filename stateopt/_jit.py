@@ -13,7 +13,16 @@ import brainstate
 import jax
 from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
-from ._donation import RAW, DonationGuard, flags_reads, owned_leaves, write_back, write_back_all
+from . import _donation
+from ._donation import (
+    RAW,
+    DonationGuard,
+    flags_reads,
+    owned_leaves,
+    stored_elsewhere,
+    write_back,
+    write_back_all,
+)
 from ._trace import at_top_level, is_traced
 
 __all__ = ['donating_jit']
@@ -196,6 +205,9 @@ def donating_jit(
         if jax.config.jax_disable_jit or (not at_top_level() and is_traced((args, kwargs))):
             return fn(*args, **kwargs)
         plan = plan_for(args, kwargs)
+        if plan.released != _donation.released:     # some State gave its value away since it was traced
+            _refuse_packed_since(plan.written)
+            plan.released = _donation.released
         values = list(map(RAW, plan.written))
         plan.guard = DonationGuard.protected(plan.guard, plan.written, values)
         own_leaves = tuple(map(owned_leaves, plan.own))
@@ -312,6 +324,18 @@ class _Layout:
     own_treedefs: tuple     # structure of each 'own' State's value
 
 
+def _refuse_packed_since(written: list) -> None:
+    """Refuse a call that would write a State a :class:`stateopt.PackedParams` took over after
+    the call was traced: its value now lives in the buffer, which the call does not write."""
+    for state in written:
+        if stored_elsewhere(state):
+            raise TypeError(
+                f'donating_jit: {_describe(state)} was packed by a stateopt.PackedParams after this function '
+                f'was traced, so this call would not write it; call its clear_cache() to trace it again '
+                f'(an optimizer that registered the State refuses it then: register the PackedParams). '
+                f'Nothing was changed')
+
+
 class _Plan:
     """The States a traced function reads and writes, sorted by how the compiled call takes them,
     and where each of their arrays lives.
@@ -339,6 +363,7 @@ class _Plan:
         self.user_shardings = user_shardings    # (in_shardings per dynamic argument, out_shardings) or None
         self.n_dynamic = n_dynamic
         self.guard = None
+        self.released = _donation.released      # how many States had given their value away then
         self._compile_for = compile_for
         self.variants: dict = {}                # (layouts, trees) -> jitted call
         self.layouts, self.trees = (), None

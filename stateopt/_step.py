@@ -30,9 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import _donation
 from ._decay import resolve_decay_mask
 from ._donation import RAW as _RAW
-from ._donation import DonationGuard, owned_leaves, write_back_all
+from ._donation import DonationGuard, owned_leaves, stored_elsewhere, write_back_all
 from ._groups import to_python
 from ._loop import Loop, run_loop
 from ._packed import check_packed_mask
@@ -186,6 +187,7 @@ class Plan:
     written: tuple = ()     # the States written back from the step's outputs: ``states`` and the count
     owned: tuple = ()       # the optimizer's own States stored from lists of leaves: the state, ``carried``
     owned_treedefs: tuple = ()
+    released: int = 0       # how many States had given their value away when it last checked its own
 
 
 @functools.lru_cache(maxsize=64)
@@ -279,11 +281,16 @@ class Stepping:
         return grads, closure
 
     def _get_plan(self) -> Plan:
-        if self._plan is not None:
-            return self._plan
+        plan = self._plan
+        if plan is not None:
+            if plan.released != _donation.released:   # some State gave its value away since: one of ours?
+                _refuse_packed_since(self._registry)
+                plan.released = _donation.released
+            return plan
         if not len(self._registry):
             raise NothingRegisteredError('no States are registered; call register_trainable_weights first')
         registry = self._registry
+        _refuse_packed_since(registry)
         for group in self._groups:
             check_packed_mask(registry.states, group, group._static.get('weight_decay_mask'))
         spec = _StepSpec(
@@ -310,6 +317,7 @@ class Stepping:
         carried = tuple((name, state, jax.tree.structure(_RAW(state)))
                         for name, state in self._step_states().items())
         self._plan = Plan(states=registry.states, spec=spec, compiled=compiled, schedules=schedules,
+                          released=_donation.released,
                           carried=carried, written=(*registry.states, self.step_count),
                           owned=(self.opt_state, *(state for _, state, _ in carried)),
                           owned_treedefs=(spec.opt_treedef, *(treedef for _, _, treedef in carried)))
@@ -455,6 +463,17 @@ class Stepping:
 
 
 # -- checking what a step is given ----------------------------------------------------------
+
+def _refuse_packed_since(registry: Any) -> None:
+    """Refuse to step a State that a :class:`stateopt.PackedParams` took over after it was registered:
+    its value now lives in the buffer, where the step would not write it."""
+    for path, state in registry:
+        if stored_elsewhere(state):
+            raise TypeError(
+                f'the State registered at key {shown_key(path)} was packed by a stateopt.PackedParams '
+                f'after it was registered: its value now lives in the PackedParams\' buffer. Register the '
+                f'PackedParams with an optimizer instead (its state dict loads this one\'s). Nothing was '
+                f'changed')
 
 def _split_extra(extra: dict) -> tuple[dict, tuple]:
     """A step's extra arguments: the arrays (traced) and the rest (static, hashable items)."""

@@ -360,3 +360,19 @@ def test_packing_releases_the_arrays_it_replaces():
     stateopt.PackedParams(states)
     gc.collect()
     assert all(ref() is None for ref in originals)
+
+
+@pytest.mark.parametrize('mode', ['eager', 'donating_jit'])
+def test_packing_registered_states_is_refused_at_the_next_step(mode):
+    """States packed after an optimizer registered them would no longer take its writes: its next
+    step refuses, naming the key, and changes nothing."""
+    states = make_params()
+    opt = stateopt.Adam(lr=0.1).register_trainable_weights(states)
+    step = opt.update if mode == 'eager' else stateopt.donating_jit(lambda g: opt.update(g))
+    step({k: jnp.ones(s) for k, s in SHAPES.items()})
+    stateopt.PackedParams(states)
+    before = values(states), jax.tree.map(np.asarray, opt.opt_state.value), int(opt.step_count.value)
+    with pytest.raises(TypeError, match="was packed by a stateopt.PackedParams after"):
+        step({k: jnp.ones(s) for k, s in SHAPES.items()})
+    after = values(states), jax.tree.map(np.asarray, opt.opt_state.value), int(opt.step_count.value)
+    jax.tree.map(np.testing.assert_array_equal, after, before)
