@@ -53,6 +53,22 @@ class PackedBuffer(brainstate.ParamState):
             return None
         return super().__pretty_repr_item__(key, value)
 
+    @property
+    def value(self) -> Any:
+        return brainstate.ParamState.value.fget(self)
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        # the packed States read fixed slices of it: a new value keeps its length and dtype
+        current = RAW(self)
+        got = jnp.result_type(value) if not isinstance(value, brainstate.State) else None
+        if got is not None and (np.shape(value) != np.shape(current) or (
+                got != current.dtype and not getattr(value, 'weak_type', False))):
+            raise ValueError(f'a PackedBuffer holds {np.shape(current)[0]} {current.dtype} values, which '
+                             f'its packed States read slices of; got a {got} array of shape '
+                             f'{np.shape(value)}. Nothing was written')
+        brainstate.ParamState.value.fset(self, value)
+
 
 class _PackedView:
     """What each State a :class:`PackedParams` holds takes on: its value is a slice of a buffer.

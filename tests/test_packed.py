@@ -178,6 +178,9 @@ def test_refusals_change_nothing():
     with pytest.raises(ValueError, match='weight_decay_mask'):
         stateopt.AdamW(lr=0.1, weight_decay_mask=stateopt.decay_matrices_only
                        ).register_trainable_weights(packed)
+    for bad in (jnp.zeros(16), jnp.zeros(17, jnp.bfloat16)):
+        with pytest.raises(ValueError, match='a PackedBuffer holds 17 float32 values'):
+            packed['float32'].value = bad
     with pytest.raises(ValueError, match='no States'):
         stateopt.PackedParams({})
     with pytest.raises(TypeError, match='int32'):
