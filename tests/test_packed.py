@@ -132,7 +132,7 @@ def test_the_gradient_of_a_packed_model_is_one_concatenate_not_a_pad_per_array()
     assert text.count('stablehlo.pad') == 0 and 'stablehlo.concatenate' in text
     stateopt.donating_jit(train)()
     for i, state in states.items():
-        np.testing.assert_allclose(state.value, np.full((4, 3), float(i) * 0.8), rtol=1e-6)
+        assert_close_f32(state.value, np.full((4, 3), float(i) * 0.8))
 
 
 def test_views_read_and_write_their_slices_and_refuse_bad_values():
@@ -222,7 +222,7 @@ def test_a_value_read_before_a_step_stays_valid():
     opt.update({'float32': jnp.ones(17)})
     np.testing.assert_array_equal(held_buffer, first)
     np.testing.assert_array_equal(held_view, first_w)
-    np.testing.assert_allclose(packed['float32'].value, first - 0.1, rtol=1e-6)
+    assert_close_f32(packed['float32'].value, first - 0.1)
 
 
 def test_packable_optimizers_are_the_elementwise_catalogue():
@@ -274,14 +274,14 @@ def test_ema_and_forward_mode_see_the_packed_values():
     ema = stateopt.EMA({'w': w, 'b': b}, decay=0.75)
     w.value = jnp.array([4.0, 0.0])
     ema.update()                                   # 0.75 * old + 0.25 * new
-    np.testing.assert_allclose(ema.averages['w'].value, [1.0, 3.0])
-    np.testing.assert_allclose(ema.averages['b'].value, [2.0])
+    assert_close_f32(ema.averages['w'].value, [1.0, 3.0])
+    assert_close_f32(ema.averages['b'].value, [2.0])
 
     def loss():
         return jnp.sum(w.value ** 2) + b.value[0]
 
     jacobian = brainstate.transform.jacfwd(loss, grad_states=packed)()    # forward mode, per element
-    np.testing.assert_allclose(jacobian['float32'], [1.0, 8.0, 0.0])     # buffer order: b, then w
+    assert_close_f32(jacobian['float32'], [1.0, 8.0, 0.0])     # buffer order: b, then w
 
 
 def _trained_pair(case, steps: int, seed: int):
