@@ -274,14 +274,14 @@ def test_ema_and_forward_mode_see_the_packed_values():
     ema = stateopt.EMA({'w': w, 'b': b}, decay=0.75)
     w.value = jnp.array([4.0, 0.0])
     ema.update()                                   # 0.75 * old + 0.25 * new
-    assert_close_f32(ema.averages['w'].value, [1.0, 3.0])
-    assert_close_f32(ema.averages['b'].value, [2.0])
+    assert_close_f32(ema.averages['w'].value, np.array([1.0, 3.0]))
+    assert_close_f32(ema.averages['b'].value, np.array([2.0]))
 
     def loss():
         return jnp.sum(w.value ** 2) + b.value[0]
 
     jacobian = brainstate.transform.jacfwd(loss, grad_states=packed)()    # forward mode, per element
-    assert_close_f32(jacobian['float32'], [1.0, 8.0, 0.0])     # buffer order: b, then w
+    assert_close_f32(jacobian['float32'], np.array([1.0, 8.0, 0.0]))     # buffer order: b, then w
 
 
 def _trained_pair(case, steps: int, seed: int):
