@@ -21,12 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._donation import RAW, release_raw
+from ._donation import RAW, release_raw, stored_elsewhere
 from ._slots import entry_name as _entry_name
 from ._state import flatten_states, param_name, shown_key
 from ._trace import at_top_level, is_traced
 
-__all__ = ['PackedBuffer', 'PackedParams', 'check_packed_mask', 'is_packed_view', 'packing_of']
+__all__ = ['PackedBuffer', 'PackedParams', 'is_packed_view', 'packing_of']
 
 
 class PackedBuffer(brainstate.ParamState):
@@ -171,7 +171,6 @@ class _Layout:
 
 
 _VIEW_CLASSES: dict[type, type] = {}
-_VIEWS: set = set()   # the classes of _VIEW_CLASSES
 
 
 def _view_class(cls: type) -> type:
@@ -187,23 +186,12 @@ def _view_class(cls: type) -> type:
         _VIEW_CLASSES[cls] = type(f'Packed{cls.__name__}', (cls,), {
             **members, '__module__': cls.__module__, '__doc__': cls.__doc__,
             '__pretty_repr_item__': pretty_item})
-        _VIEWS.add(_VIEW_CLASSES[cls])
     return _VIEW_CLASSES[cls]
 
 
 def is_packed_view(state: Any) -> bool:
     """Whether ``state`` is held by a :class:`PackedParams` (its value is a slice of a buffer)."""
-    return type(state) in _VIEWS
-
-
-def check_packed_mask(states: tuple, group: Any, mask: Any) -> None:
-    """Refuse a weight-decay mask on a group holding a packed buffer: it would see one array,
-    not the parameters."""
-    if mask is not None and any(isinstance(states[i], PackedBuffer) for i in group._positions):
-        raise ValueError(
-            f'param group {group.index} holds a stateopt.PackedParams buffer, where a weight_decay_mask '
-            f'would see one flat array instead of the parameters; pack the arrays to decay and the '
-            f'others apart (two PackedParams) and give the second a group with weight_decay=0')
+    return stored_elsewhere(state)
 
 
 class PackedParams(dict):
@@ -378,11 +366,13 @@ class _Packing:
             if name in self.buffers:
                 for layout in vars(self.buffers[name])['_views']:
                     self.views.setdefault(param_name(path[:-1] + layout.key), layout)
-
-    def names_of(self, buffer_name: str) -> list[str]:
-        buffer = self.buffers[buffer_name]
-        return [name for name, layout in self.views.items()
-                if any(layout.buffers[at] is buffer for at in layout.used)]
+        owner = {id(buffer): name for name, buffer in self.buffers.items()}
+        # parameter name -> the registered name of the buffer of each of its leaves
+        self.owners = {name: [owner[id(layout.buffers[slot[0]])] for slot in layout.slots]
+                       for name, layout in self.views.items()}
+        # buffer name -> the parameters with a leaf in it, in registration order
+        self.held = {buffer_name: [name for name, owners in self.owners.items() if buffer_name in owners]
+                     for buffer_name in self.buffers}
 
     def expand(self, by_buffer: dict) -> dict:
         """``{buffer name: flat array or None}`` as ``{parameter name: value tree}`` (None where
@@ -390,8 +380,7 @@ class _Packing:
         out = {name: value for name, value in by_buffer.items() if name not in self.buffers}
         for name, layout in self.views.items():
             leaves = []
-            for at, start, size, shape, _ in layout.slots:
-                owner = next(key for key, buffer in self.buffers.items() if buffer is layout.buffers[at])
+            for (_, start, size, shape, _), owner in zip(layout.slots, self.owners[name]):
                 flat = by_buffer.get(owner)
                 leaves.append(None if flat is None else flat[start:start + size].reshape(shape))
             if any(leaf is not None for leaf in leaves):
@@ -414,45 +403,50 @@ class _Packing:
     def expand_names(self, names: list) -> list:
         out = []
         for name in names:
-            out.extend(self.names_of(name) if name in self.buffers else [name])
+            out.extend(self.held[name] if name in self.buffers else [name])
         return list(dict.fromkeys(out))
 
     def collapse(self, by_param: Mapping, where: str, slot: str = '') -> dict:
         """``{parameter name: value tree}`` (or, with ``slot``, the slot's leaves in a slot dict)
         joined per buffer; a buffer already given under its own name is taken as it is."""
         out = {name: value for name, value in by_param.items() if name not in self.views}
-        for buffer_name, buffer in self.buffers.items():
-            if buffer_name in by_param or not any(name in by_param for name in self.names_of(buffer_name)):
-                if buffer_name in by_param:
-                    out[buffer_name] = by_param[buffer_name]
-                continue
-            pieces = []
-            for name in self.names_of(buffer_name):
-                layout = self.views[name]
-                if name not in by_param:
-                    raise KeyError(f'{where}[{name!r}] is missing')
-                leaves = self._leaves(layout, by_param[name], where, name, slot)
-                for (at, start, _, shape, _), suffix, leaf in zip(layout.slots, layout.suffixes, leaves):
-                    if layout.buffers[at] is buffer:
-                        pieces.append((f'{where}[{name!r}]' + (f'[{slot + suffix!r}]' if slot else ''),
-                                       start, shape, leaf))
-            given = [leaf is not None for *_, leaf in pieces]
-            if not any(given):      # none of these arrays has one (a master copy of a float32 array)
-                continue
-            if not all(given):
-                shown = next(shown for shown, *_, leaf in pieces if leaf is None)
-                raise ValueError(f'{shown} is None, but the other arrays packed with it have one')
-            data = None     # in the dtype of the first array: the caller checks it against its own
-            for shown, start, shape, leaf in pieces:
-                want = data.dtype if data is not None else jnp.result_type(leaf)
-                if np.shape(leaf) != shape or jnp.result_type(leaf) != want:
-                    raise ValueError(f'{shown} must be a {want} array of shape {shape}, got '
-                                     f'{jnp.result_type(leaf)} of shape {np.shape(leaf)}')
-                if data is None:
-                    data = jnp.zeros(RAW(buffer).shape, want)
-                data = _place(data, jnp.asarray(leaf), start)
-            out[buffer_name] = data
+        for buffer_name in self.buffers:
+            if buffer_name not in by_param and any(name in by_param for name in self.held[buffer_name]):
+                data = self._joined(buffer_name, by_param, where, slot)
+                if data is not None:
+                    out[buffer_name] = data
         return out
+
+    def _joined(self, buffer_name: str, by_param: Mapping, where: str, slot: str) -> Any:
+        """One buffer's array joined from ``by_param``, or None where none of its arrays has one
+        (a master copy of a float32 array)."""
+        pieces = []
+        for name in self.held[buffer_name]:
+            layout = self.views[name]
+            if name not in by_param:
+                raise KeyError(f'{where}[{name!r}] is missing')
+            leaves = self._leaves(layout, by_param[name], where, name, slot)
+            for (_, start, _, shape, _), owner, suffix, leaf in zip(
+                    layout.slots, self.owners[name], layout.suffixes, leaves):
+                if owner == buffer_name:
+                    pieces.append((f'{where}[{name!r}]' + (f'[{slot + suffix!r}]' if slot else ''),
+                                   start, shape, leaf))
+        given = [leaf is not None for *_, leaf in pieces]
+        if not any(given):
+            return None
+        if not all(given):
+            shown = next(shown for shown, *_, leaf in pieces if leaf is None)
+            raise ValueError(f'{shown} is None, but the other arrays packed with it have one')
+        data = None     # in the dtype of the first array: the caller checks it against its own
+        for shown, start, shape, leaf in pieces:
+            want = data.dtype if data is not None else jnp.result_type(leaf)
+            if np.shape(leaf) != shape or jnp.result_type(leaf) != want:
+                raise ValueError(f'{shown} must be a {want} array of shape {shape}, got '
+                                 f'{jnp.result_type(leaf)} of shape {np.shape(leaf)}')
+            if data is None:
+                data = jnp.zeros(RAW(self.buffers[buffer_name]).shape, want)
+            data = _place(data, jnp.asarray(leaf), start)
+        return data
 
     @staticmethod
     def _leaves(layout: _Layout, value: Any, where: str, name: str, slot: str) -> list:
@@ -474,9 +468,9 @@ class _Packing:
         gives each buffer's slots."""
         out = {name: slots for name, slots in state.items() if name not in self.views}
         for buffer_name in self.buffers:
-            if buffer_name in state or not any(name in state for name in self.names_of(buffer_name)):
+            if buffer_name in state or not any(name in state for name in self.held[buffer_name]):
                 continue
-            for name in self.names_of(buffer_name):
+            for name in self.held[buffer_name]:
                 given = state.get(name, {})
                 expected = {key + suffix for key in keys.get(buffer_name, ())
                             for suffix in self.views[name].suffixes}
@@ -484,14 +478,14 @@ class _Packing:
                 if leftover:
                     raise KeyError(f'{where}[{name!r}] has the unknown slots {", ".join(leftover)}; this '
                                    f'optimizer keeps {", ".join(map(repr, sorted(expected))) or "none"}')
-            out[buffer_name] = {key: self.collapse(state, where, slot=key)[buffer_name]
+            out[buffer_name] = {key: self._joined(buffer_name, state, where, key)
                                 for key in keys.get(buffer_name, ())}
         return out
 
     def collapse_names(self, names: list) -> list:
         out = list(names)
         for buffer_name in self.buffers:
-            held = self.names_of(buffer_name)
+            held = self.held[buffer_name]
             if held and all(name in out for name in held):
                 at = min(out.index(name) for name in held)
                 out = [name for name in out if name not in held]

@@ -36,7 +36,6 @@ from ._donation import RAW as _RAW
 from ._donation import DonationGuard, owned_leaves, stored_elsewhere, write_back_all
 from ._groups import to_python
 from ._loop import Loop, run_loop
-from ._packed import check_packed_mask
 from ._precision import rounded_value, working_grad, working_value
 from ._state import ReadableKeyError, leaves_with_keys, shown_key
 from ._trace import at_top_level, inside_jax_transform, is_traced
@@ -291,8 +290,6 @@ class Stepping:
             raise NothingRegisteredError('no States are registered; call register_trainable_weights first')
         registry = self._registry
         _refuse_packed_since(registry)
-        for group in self._groups:
-            check_packed_mask(registry.states, group, group._static.get('weight_decay_mask'))
         spec = _StepSpec(
             optimizer=type(self),
             paths=registry.paths,

@@ -178,6 +178,13 @@ def test_refusals_change_nothing():
     with pytest.raises(ValueError, match='weight_decay_mask'):
         stateopt.AdamW(lr=0.1, weight_decay_mask=stateopt.decay_matrices_only
                        ).register_trainable_weights(packed)
+    opt = stateopt.AdamW(lr=0.1).register_trainable_weights(packed)
+    head = stateopt.PackedParams({'h': brainstate.ParamState(jnp.ones(2))}, name='head')
+    for route in (lambda: opt.add_param_group(head, weight_decay_mask=stateopt.decay_matrices_only),
+                  lambda: opt.add_param_group(packed, weight_decay_mask=stateopt.decay_matrices_only)):
+        with pytest.raises(ValueError, match='weight_decay_mask'):
+            route()
+        assert len(opt.param_groups) == 1 and opt.param_groups[0].names == ['float32']
     for bad in (jnp.zeros(16), jnp.zeros(17, jnp.bfloat16)):
         with pytest.raises(ValueError, match='a PackedBuffer holds 17 float32 values'):
             packed['float32'].value = bad
