@@ -303,8 +303,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 fresh.append((path, state))
         new = self._registry.plan_merge(dict(_unflat_pairs(fresh))) if fresh else []
         _check_values(new)
-        self._check_packed(new + [(self._registry.path_of(self._registry.states[i]), self._registry.states[i])
-                                  for i in moved], hp.get('weight_decay_mask'))
+        self._check_packed(new + [(self._registry.paths[i], self._registry.states[i]) for i in moved],
+                           hp.get('weight_decay_mask'))
         _strengthen(new)
         group = ParamGroup(self, [], hp, explicit=True)
         group.overridden = frozenset(hyperparams)
