@@ -179,6 +179,11 @@ def test_catalogue_table_is_read_from_the_classes(site):
     assert _words(rows['Adagrad'][2]) == ['lr_decay,', 'initial_accumulator_value,', 'eps']
     assert _words(rows['Lookahead'][2]) == ['base_optimizer,', 'sync_period,', 'alpha']
     assert 'torch 2.13' in rows['RMSprop'][1] and 'optax' in rows['Lars'][1] and 'paper' in rows['Lion'][1]
+    with open(os.path.join(DOCS, '_generated', 'catalogue_table.md')) as f:
+        packable = next(line for line in f if 'PackedParams' in line)
+    listed = packable.split(': ', 1)[1].split('.')[0].split(', ')
+    assert listed == [name for name in stateopt.OPTIMIZERS if name != 'NAdam'
+                      and getattr(stateopt, name)._elementwise]
 
 
 def _performance_data() -> dict:

@@ -57,11 +57,19 @@ def _shared_note(classes: list[tuple[str, type]]) -> str:
             "A class's page shows its full signature with the defaults.")
 
 
+def packable_note(classes: list[tuple[str, type]]) -> str:
+    """Which optimizers run on a packed buffer: those whose rule is element-wise (``_elementwise``)."""
+    names = [name for name, cls in classes if cls._elementwise]
+    return (f'The {len(names)} whose rule is element-wise also run on the buffers of a '
+            f'[`stateopt.PackedParams`](/packed.md): {", ".join(names)}. The others keep a norm, a '
+            f'factored moment or curvature per array, and refuse a packed buffer.')
+
+
 def generate(app) -> None:
     out = os.path.join(app.srcdir, '_generated')
     os.makedirs(out, exist_ok=True)
     classes = _classes()
-    lines = [_shared_note(classes), '',
+    lines = [_shared_note(classes), '', packable_note(classes), '',
              '| optimizer | rule | its own hyper-parameters |', '| --- | --- | --- |']
     for name, cls in classes:
         rule = (inspect.getdoc(cls) or '').splitlines()[0].replace('|', '\\|')
