@@ -32,7 +32,7 @@ from ._loop import LOOP_SETTINGS, Loop, accumulator_dtype
 from ._packed import PackedBuffer, is_packed_view
 from ._placement import STATE_SHARDING, Layout, mesh_of, placed, slot_shardings, state_targets
 from ._precision import PRECISION_SETTINGS, master_of, working_value
-from ._slots import Slot, slots_of
+from ._slots import Probes, Slot, slots_of
 from ._state import (
     OptimState,
     UniqueStateManager,
@@ -353,54 +353,57 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                     f'{self._loop.accumulate}); register States or add param groups between applied steps '
                     f'(when opt.micro_step is 0), so that every parameter steps on the mean of the same '
                     f'calls. Nothing was changed')
+        # every step below touches the groups this change touches, not the others: linear in the groups
         old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
-        old_owner = {pos: id(g) for g in self._groups for pos in g._positions}
+        owners = {position: self._group_of(position) for position in moved}
         own = self._own_states()
         held = [held_elsewhere(state) for state in own]     # read since written: a caller may hold them
-        start = len(self._registry)
+        start, old_mesh = len(self._registry), vars(self).get('_mesh')
         for path, state in new:
             self._registry._add(path, state)
         try:
-            self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
-            self._rebuild_groups(start, moved, new_group, old_states, old_owner)
+            # the mesh of the first sharded parameter: the registered ones' stays, or the new ones give it
+            self._mesh = old_mesh if old_mesh is not None else mesh_of([_RAW(state) for _, state in new])
+            self._rebuild_groups(start, moved, new_group, old_states, owners, old_mesh)
             # arrays made now are held by nobody else: the first step may donate them, not copy them
             mark_unread([state for state, was_held in zip(own, held) if not was_held])
         except BaseException:
             self._registry._truncate(start)     # nothing changes
-            self._mesh = mesh_of([_RAW(state) for state in self._registry.states])
+            self._mesh = old_mesh
             raise
 
     def _rebuild_groups(self, start: int, moved: list[int], new_group: ParamGroup | None,
-                        old_states: dict, old_owner: dict) -> None:
+                        old_states: dict, owners: dict, old_mesh: Any) -> None:
+        """Rebuild the states of the groups that change (the default group when States join it, the
+        groups States move out of, ``new_group``); every other group keeps its state as it is.
+        ``owners`` maps each moved position to its group."""
         fresh = list(range(start, len(self._registry)))
-        default = self._groups[0]
-        groups = list(self._groups)
+        groups = [*self._groups, *([new_group] if new_group is not None else [])]
+        changed = {}    # index in groups -> new positions
         if new_group is None:
-            default_positions = default._positions + fresh
-            changed = {id(default): default_positions}
+            changed[0] = self._groups[0]._positions + fresh
         else:
-            default_positions = [p for p in default._positions if p not in moved]
-            changed = {id(default): default_positions, id(new_group): moved + fresh}
-            if default_positions == default._positions:     # nothing leaves it: its state stays
-                del changed[id(default)]
-            groups.append(new_group)
-        states = []
-        for group in groups:
-            positions = changed.get(id(group), group._positions)
-            if id(group) in changed or id(group) not in old_states:
-                source = id(group) if id(group) in old_states else old_owner.get((moved or [None])[0])
-                state = self._rebuild_group_state(group, positions, old_states, old_owner, source)
-            else:
-                state = old_states[id(group)]
-            states.append(state)
-        for group in groups:
-            if id(group) in changed:
-                group._positions = changed[id(group)]
+            leaving = set(moved)
+            for group in {id(group): group for group in owners.values()}.values():
+                changed[self._groups.index(group)] = [p for p in group._positions if p not in leaving]
+            changed[len(groups) - 1] = moved + fresh
+        old_owner = {position: id(group) for position, group in owners.items()}
+        by_id = {id(group): group for group in (self._groups[0], *owners.values())}
+        states = [*_RAW(self.opt_state), *([None] if new_group is not None else [])]
+        for index, positions in changed.items():
+            group = groups[index]
+            source = id(group) if id(group) in old_states else old_owner.get((moved or [None])[0])
+            states[index] = self._rebuild_group_state(group, positions, old_states, old_owner, source, by_id)
+        for index, positions in changed.items():
+            groups[index]._positions = positions
         self._groups = groups
         self.opt_state.value = tuple(states)
         if self._mesh is not None:      # counts, hyper-parameters: replicated over the parameters' mesh
             counters = (self.step_count, *self._step_states().values())
-            for state in (*counters, *(group._hyper for group in groups)):
+            # a new mesh moves every group's; otherwise those of the groups made before are there already
+            hypers = [group._hyper for group in (groups if self._mesh is not old_mesh else
+                                                 [groups[index] for index in changed])]
+            for state in (*counters, *hypers):
                 state.value = placed(_RAW(state), self._mesh)
         master = self._settings.get('master_dtype')
         if master is not None and fresh:
@@ -458,7 +461,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             # every array has an entry, and a function mask decides without the numbers, as in the step
             resolve_decay_mask(hp.get('weight_decay_mask'), traced)
 
-        jax.eval_shape(check_mask, values)
+        if hp.get('weight_decay_mask') is not None:
+            jax.eval_shape(check_mask, values)
         try:
             return self._algorithm(hp).init(values)
         except Exception as exc:
@@ -474,21 +478,24 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 f'or be a callable of the params tree'
             ) from exc
 
-    def _rebuild_group_state(self, group, positions, old_states, old_owner, source) -> Any:
+    def _rebuild_group_state(self, group, positions, old_states, old_owner, source, by_id) -> Any:
         """The group's new state; every slot a parameter had elsewhere keeps its value.
 
         So does every group slot (a step count) of the group ``source`` it comes from.
+        ``old_owner`` maps each moved position to its group's id, ``by_id`` those groups
+        (and the default one) by id.
         """
         state = self._with_state_dtype(group, positions, self._created_state(group, positions))
-        old_groups = {id(old_group): old_group for old_group in self._groups}
         known = {}
         # only the groups the new one takes parameters (or its group slots) from: linear in the groups
-        sources = {old_owner[position] for position in positions if position in old_owner} | {source}
-        for group_id, old in old_states.items():
-            if group_id not in sources:
+        taken = set(positions) if old_owner else ()
+        sources = {owner for position, owner in old_owner.items() if position in taken} | {source}
+        for group_id in sources:
+            if group_id not in old_states:
                 continue
-            old_positions = [position for position, owner in old_owner.items() if owner == group_id]
-            old_slots = self._slots(old_groups[group_id], old_positions, old)
+            old, old_group = old_states[group_id], by_id[group_id]
+            # the positions it had: its own are rewritten only once every new state is built
+            old_slots = self._slots(old_group, old_group._positions, old)
             for slot, leaf in zip(old_slots, jax.tree.leaves(old)):
                 if slot.owner is not None or group_id == source:
                     known[slot.owner, slot.key] = leaf
@@ -566,7 +573,20 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         """Whose each leaf of ``state`` (the state of ``group`` over ``positions``) is, and its name."""
         values = self._working_values(positions)
         return slots_of(lambda values: self._init_group_state(group, values), values, state,
-                        self._declared_slots(group))
+                        self._declared_slots(group), vars(self).setdefault('_probes', Probes()),
+                        self._structure_key(group))
+
+    def _structure_key(self, group: ParamGroup) -> tuple | None:
+        """What, besides its parameters' shapes, decides the structure of ``group``'s state: its
+        hyper-parameters but the lr (whether momentum is 0 decides whether there is a momentum
+        buffer; a group's lr decides nothing of it) and its slot names. ``None`` if unhashable."""
+        key = (tuple((name, to_python(group[name]) if name != 'lr' else None) for name in self._hyperparams),
+               tuple(self._declared_slots(group).items()))
+        try:
+            hash(key)
+        except TypeError:   # a dict mask, a list
+            return None
+        return key
 
     def _declared_slots(self, group: ParamGroup) -> dict[str, str]:
         """``{slot name: path in the state}`` of ``group``'s state (the class's :attr:`slots`)."""
@@ -587,9 +607,10 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         momentum buffer, when an attached scheduler starts cycling the momentum).
         """
         old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
-        old_owner = {position: id(group) for group in self._groups for position in group._positions}
+        by_id = {id(group): group for group in self._groups}
+        self._probes = Probes()     # the structures found so far may no longer hold
         self.opt_state.value = tuple(
-            self._rebuild_group_state(group, group._positions, old_states, old_owner, id(group))
+            self._rebuild_group_state(group, group._positions, old_states, {}, id(group), by_id)
             for group in self._groups)
         self._invalidate()
 

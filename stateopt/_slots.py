@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ['Slot', 'slots_of', 'entry_name', 'LAYOUT_VERSION']
+__all__ = ['Slot', 'Probes', 'slots_of', 'entry_name', 'LAYOUT_VERSION']
 
 #: The state-dict layout: 1 named every slot by its path in the algorithm's state; 2 by the
 #: optimizer's declared slot names.
@@ -41,7 +41,18 @@ class Slot(NamedTuple):
     v1_key: str       # the key in state dicts of layout version 1: the path
 
 
-def slots_of(init: Any, values: Mapping[str, Any], state: Any, declared: Mapping[str, str]) -> list[Slot]:
+class Probes:
+    """The abstract builds :func:`slots_of` made, kept for the next group of the same structure.
+
+    An optimizer keeps one (an opaque object: its keys are not a pytree of its own).
+    """
+
+    def __init__(self) -> None:
+        self.probes: dict = {}
+
+
+def slots_of(init: Any, values: Mapping[str, Any], state: Any, declared: Mapping[str, str],
+             cache: Probes | None = None, key: Hashable = None) -> list[Slot]:
     """The :class:`Slot` of every leaf of ``state``, in ``jax.tree.leaves`` order.
 
     Parameters
@@ -54,6 +65,12 @@ def slots_of(init: Any, values: Mapping[str, Any], state: Any, declared: Mapping
         The group's state.
     declared : dict
         ``{slot name: path in the state}``, as the optimizer declares them.
+    cache : Probes, optional
+        Where to keep the abstract build of the state, under ``key`` and the values'
+        shapes and dtypes, for the next call with the same ``key``.
+    key : hashable, optional
+        Everything besides the values that decides the structure of the state (the
+        hyper-parameters ``init`` is made with); ``None``: build it every time.
 
     Examples
     --------
@@ -65,7 +82,7 @@ def slots_of(init: Any, values: Mapping[str, Any], state: Any, declared: Mapping
     ['step', 'exp_avg', 'nu']
     """
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    owners = _owners_by_structure(init, values, leaves)
+    owners = _owners_by_structure(init, values, leaves, cache if key is not None else None, key)
     slots = []
     for (path, _), (owner, at) in zip(leaves, owners):
         entries = [str(entry_name(entry)) for entry in path]
@@ -78,20 +95,30 @@ def slots_of(init: Any, values: Mapping[str, Any], state: Any, declared: Mapping
     return slots
 
 
-def _owners_by_structure(init: Any, values: Mapping[str, Any], leaves: list) -> list[tuple]:
+def _owners_by_structure(init: Any, values: Mapping[str, Any], leaves: list, cache: Probes | None,
+                         key: Hashable) -> list[tuple]:
     """``(owner, index of its key in the path)`` of each leaf, or ``(None, None)`` for a group leaf."""
     names = sorted(values)
     sentinels = {f'{_SENTINEL}{i:09d}': name for i, name in enumerate(names)}
-    abstract = {key: jax.tree.map(_abstract, values[name]) for key, name in sentinels.items()}
-    try:
-        probe = jax.tree_util.tree_flatten_with_path(jax.eval_shape(init, abstract))[0]
-    except Exception:   # an algorithm keyed by the names themselves (a tx with a pytree mask)
-        probe = None
+    abstract = {sentinel: jax.tree.map(_abstract, values[name]) for sentinel, name in sentinels.items()}
+    if cache is not None:   # the probe names the parameters by their rank: it fits any names
+        flat, treedef = jax.tree.flatten(abstract)
+        key = (key, treedef, tuple((leaf.shape, leaf.dtype) for leaf in flat))
+    if cache is not None and key in cache.probes:
+        probe = cache.probes[key]
+    else:
+        try:
+            built = jax.eval_shape(init, abstract)
+            probe = [path for path, _ in jax.tree_util.tree_flatten_with_path(built)[0]]
+        except Exception:   # an algorithm keyed by the names themselves (a tx with a pytree mask)
+            probe = None
+        if cache is not None:
+            cache.probes[key] = probe
     if probe is None or len(probe) != len(leaves) or any(
-            len(path) != len(probe_path) for (path, _), (probe_path, _) in zip(leaves, probe)):
+            len(path) != len(probe_path) for (path, _), probe_path in zip(leaves, probe)):
         return [_owner_by_name(path, set(names)) for path, _ in leaves]
     owners = []
-    for probe_path, _ in probe:
+    for probe_path in probe:
         at = next((i for i, entry in enumerate(probe_path) if entry_name(entry) in sentinels), None)
         owners.append((None, None) if at is None else (sentinels[entry_name(probe_path[at])], at))
     return owners
