@@ -354,8 +354,12 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                     f'(when opt.micro_step is 0), so that every parameter steps on the mean of the same '
                     f'calls. Nothing was changed')
         # every step below touches the groups this change touches, not the others: linear in the groups
-        old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
         owners = {position: self._group_of(position) for position in moved}
+        indices = {id(self._groups[0]): 0}     # of the default group and of those States leave
+        if {id(group) for group in owners.values()} - indices.keys():
+            indices.update((id(group), index) for index, group in enumerate(self._groups)
+                           if any(group is owner for owner in owners.values()))
+        old_states = {group_id: _RAW(self.opt_state)[index] for group_id, index in indices.items()}
         own = self._own_states()
         held = [held_elsewhere(state) for state in own]     # read since written: a caller may hold them
         start, old_mesh = len(self._registry), vars(self).get('_mesh')
@@ -364,7 +368,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         try:
             # the mesh of the first sharded parameter: the registered ones' stays, or the new ones give it
             self._mesh = old_mesh if old_mesh is not None else mesh_of([_RAW(state) for _, state in new])
-            self._rebuild_groups(start, moved, new_group, old_states, owners, old_mesh)
+            self._rebuild_groups(start, moved, new_group, old_states, owners, indices, old_mesh)
             # arrays made now are held by nobody else: the first step may donate them, not copy them
             mark_unread([state for state, was_held in zip(own, held) if not was_held])
         except BaseException:
@@ -373,10 +377,11 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             raise
 
     def _rebuild_groups(self, start: int, moved: list[int], new_group: ParamGroup | None,
-                        old_states: dict, owners: dict, old_mesh: Any) -> None:
+                        old_states: dict, owners: dict, indices: dict, old_mesh: Any) -> None:
         """Rebuild the states of the groups that change (the default group when States join it, the
         groups States move out of, ``new_group``); every other group keeps its state as it is.
-        ``owners`` maps each moved position to its group."""
+        ``owners`` maps each moved position to its group, ``indices`` the id of each of those groups
+        and of the default one to its index, ``old_states`` to its state."""
         fresh = list(range(start, len(self._registry)))
         groups = [*self._groups, *([new_group] if new_group is not None else [])]
         changed = {}    # index in groups -> new positions
@@ -385,7 +390,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         else:
             leaving = set(moved)
             for group in {id(group): group for group in owners.values()}.values():
-                changed[self._groups.index(group)] = [p for p in group._positions if p not in leaving]
+                changed[indices[id(group)]] = [p for p in group._positions if p not in leaving]
             changed[len(groups) - 1] = moved + fresh
         old_owner = {position: id(group) for position, group in owners.items()}
         by_id = {id(group): group for group in (self._groups[0], *owners.values())}
