@@ -407,10 +407,11 @@ LARGE_LIMIT_SETS = ('4 x 1024x2048', '8 x 8192x8192')
 def targets_of(name: str, median: dict) -> dict:
     """``{target: (ratio, limit)}`` for the runners of one set that were measured."""
     base = median['optax jax.jit donated']
+    # the train step under brainstate.transform.jit is reported in the runner table, not as a target:
+    # its cost over raw jax.jit is brainstate's per-call work, and stateopt.donating_jit is the drop-in
+    # the targets hold to
     ratios = {
         'eager update / optax jit donated': ('stateopt eager', base, 1.10),
-        'train step in brainstate jit / optax jit': (
-            'train step: stateopt brainstate jit', median.get('train step: optax jax.jit'), 1.10),
         'train step in donating_jit / optax jit donated': (
             'train step: stateopt donating_jit', median.get('train step: optax jax.jit donated'), 1.10),
         '4 groups / 1 group (eager update)': ('stateopt eager (4 groups)', median['stateopt eager'], 1.10),
