@@ -145,7 +145,7 @@ def main() -> None:
                          ('optax-groups', args.optax_groups), ('optax-states', args.optax_states)):
         for n in map(int, filter(None, counts.split(','))):
             r = results[f'{n} {kind}'] = case(kind, n)
-            per_group = f'{r["register_s"] / n * 1e3:13.2f}' if kind == 'groups' else f'{"":13s}'
+            per_group = f'{r["register_s"] / n * 1e3:13.2f}' if kind.endswith('groups') else f'{"":13s}'
             print(f'{n:>7d} {kind:12s} {r["register_s"]:11.2f} {per_group} {r["first_step_s"]:13.2f} '
                   f'{r["step_ms"]:9.2f}')
     for label, key, limit, what in TARGETS:

@@ -337,9 +337,12 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                     f'PackedParams) and give the second a group with weight_decay=0. Nothing was registered')
 
     def _group_of(self, position: int) -> ParamGroup:
-        for group in self._groups:
+        return self._groups[self._group_index(position)]
+
+    def _group_index(self, position: int) -> int:
+        for index, group in enumerate(self._groups):
             if position in group._positions:
-                return group
+                return index
         raise LookupError(position)
 
     def _commit(self, new: list, moved: list[int], new_group: ParamGroup | None) -> None:
@@ -353,13 +356,6 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                     f'{self._loop.accumulate}); register States or add param groups between applied steps '
                     f'(when opt.micro_step is 0), so that every parameter steps on the mean of the same '
                     f'calls. Nothing was changed')
-        # every step below touches the groups this change touches, not the others: linear in the groups
-        owners = {position: self._group_of(position) for position in moved}
-        indices = {id(self._groups[0]): 0}     # of the default group and of those States leave
-        if {id(group) for group in owners.values()} - indices.keys():
-            indices.update((id(group), index) for index, group in enumerate(self._groups)
-                           if any(group is owner for owner in owners.values()))
-        old_states = {group_id: _RAW(self.opt_state)[index] for group_id, index in indices.items()}
         own = self._own_states()
         held = [held_elsewhere(state) for state in own]     # read since written: a caller may hold them
         start, old_mesh = len(self._registry), vars(self).get('_mesh')
@@ -368,7 +364,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         try:
             # the mesh of the first sharded parameter: the registered ones' stays, or the new ones give it
             self._mesh = old_mesh if old_mesh is not None else mesh_of([_RAW(state) for _, state in new])
-            self._rebuild_groups(start, moved, new_group, old_states, owners, indices, old_mesh)
+            self._rebuild_groups(start, moved, new_group, old_mesh)
             # arrays made now are held by nobody else: the first step may donate them, not copy them
             mark_unread([state for state, was_held in zip(own, held) if not was_held])
         except BaseException:
@@ -377,29 +373,30 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
             raise
 
     def _rebuild_groups(self, start: int, moved: list[int], new_group: ParamGroup | None,
-                        old_states: dict, owners: dict, indices: dict, old_mesh: Any) -> None:
+                        old_mesh: Any) -> None:
         """Rebuild the states of the groups that change (the default group when States join it, the
-        groups States move out of, ``new_group``); every other group keeps its state as it is.
-        ``owners`` maps each moved position to its group, ``indices`` the id of each of those groups
-        and of the default one to its index, ``old_states`` to its state."""
+        groups States move out of, ``new_group``); every other group keeps its state as it is, so
+        the cost is linear in the groups."""
         fresh = list(range(start, len(self._registry)))
+        old = _RAW(self.opt_state)
         groups = [*self._groups, *([new_group] if new_group is not None else [])]
-        changed = {}    # index in groups -> new positions
+        changed = {}    # index in groups -> (new positions, [(old group, its state, keeps group slots)])
         if new_group is None:
-            changed[0] = self._groups[0]._positions + fresh
+            changed[0] = (self._groups[0]._positions + fresh, [(self._groups[0], old[0], True)])
         else:
-            leaving = set(moved)
-            for group in {id(group): group for group in owners.values()}.values():
-                changed[indices[id(group)]] = [p for p in group._positions if p not in leaving]
-            changed[len(groups) - 1] = moved + fresh
-        old_owner = {position: id(group) for position, group in owners.items()}
-        by_id = {id(group): group for group in (self._groups[0], *owners.values())}
-        states = [*_RAW(self.opt_state), *([None] if new_group is not None else [])]
-        for index, positions in changed.items():
-            group = groups[index]
-            source = id(group) if id(group) in old_states else old_owner.get((moved or [None])[0])
-            states[index] = self._rebuild_group_state(group, positions, old_states, old_owner, source, by_id)
-        for index, positions in changed.items():
+            owners = {position: self._group_index(position) for position in moved}
+            left = list(dict.fromkeys(owners.values()))   # the groups States leave, the first one's first
+            for index in left:
+                group = groups[index]
+                changed[index] = ([p for p in group._positions if owners.get(p) != index],
+                                  [(group, old[index], True)])
+            # the new group keeps the group slots (a step count) of the group its first State leaves
+            changed[len(groups) - 1] = (moved + fresh, [(groups[index], old[index], index == left[0])
+                                                        for index in left])
+        states = [*old, *([None] if new_group is not None else [])]
+        for index, (positions, sources) in changed.items():
+            states[index] = self._rebuild_group_state(groups[index], positions, sources)
+        for index, (positions, _) in changed.items():
             groups[index]._positions = positions
         self._groups = groups
         self.opt_state.value = tuple(states)
@@ -483,26 +480,19 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
                 f'or be a callable of the params tree'
             ) from exc
 
-    def _rebuild_group_state(self, group, positions, old_states, old_owner, source, by_id) -> Any:
-        """The group's new state; every slot a parameter had elsewhere keeps its value.
+    def _rebuild_group_state(self, group: ParamGroup, positions: list[int], sources: list) -> Any:
+        """The group's new state over ``positions``; every slot a parameter had keeps its value.
 
-        So does every group slot (a step count) of the group ``source`` it comes from.
-        ``old_owner`` maps each moved position to its group's id, ``by_id`` those groups
-        (and the default one) by id.
+        ``sources`` lists ``(old group, its state, keeps group slots)`` for each group it takes
+        parameters from: their slots, and the group slots (a step count) of the one marked, carry
+        over. Only these groups are read: linear in the groups.
         """
         state = self._with_state_dtype(group, positions, self._created_state(group, positions))
         known = {}
-        # only the groups the new one takes parameters (or its group slots) from: linear in the groups
-        taken = set(positions) if old_owner else ()
-        sources = {owner for position, owner in old_owner.items() if position in taken} | {source}
-        for group_id in sources:
-            if group_id not in old_states:
-                continue
-            old, old_group = old_states[group_id], by_id[group_id]
-            # the positions it had: its own are rewritten only once every new state is built
-            old_slots = self._slots(old_group, old_group._positions, old)
-            for slot, leaf in zip(old_slots, jax.tree.leaves(old)):
-                if slot.owner is not None or group_id == source:
+        for old_group, old, group_slots in sources:
+            # the positions it had: a group's own are rewritten only once every new state is built
+            for slot, leaf in zip(self._slots(old_group, old_group._positions, old), jax.tree.leaves(old)):
+                if slot.owner is not None or group_slots:
                     known[slot.owner, slot.key] = leaf
         leaves, treedef = jax.tree.flatten(state)
         carried = [
@@ -584,9 +574,8 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
     def _structure_key(self, group: ParamGroup) -> tuple | None:
         """What, besides its parameters' shapes, decides the structure of ``group``'s state: its
         hyper-parameters but the lr (whether momentum is 0 decides whether there is a momentum
-        buffer; a group's lr decides nothing of it) and its slot names. ``None`` if unhashable."""
-        key = (tuple((name, to_python(group[name]) if name != 'lr' else None) for name in self._hyperparams),
-               tuple(self._declared_slots(group).items()))
+        buffer; a group's lr decides nothing of it). ``None`` if unhashable."""
+        key = tuple((name, to_python(group[name])) for name in self._hyperparams if name != 'lr')
         try:
             hash(key)
         except TypeError:   # a dict mask, a list
@@ -611,12 +600,10 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
         For algorithms whose state depends on more than the group's own values (SGD's
         momentum buffer, when an attached scheduler starts cycling the momentum).
         """
-        old_states = dict(zip(map(id, self._groups), _RAW(self.opt_state)))
-        by_id = {id(group): group for group in self._groups}
         self._probes = Probes()     # the structures found so far may no longer hold
         self.opt_state.value = tuple(
-            self._rebuild_group_state(group, group._positions, old_states, {}, id(group), by_id)
-            for group in self._groups)
+            self._rebuild_group_state(group, group._positions, [(group, old, True)])
+            for group, old in zip(self._groups, _RAW(self.opt_state)))
         self._invalidate()
 
     def _invalidate(self) -> None:
