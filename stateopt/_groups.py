@@ -187,8 +187,9 @@ class ParamGroup(brainstate.graph.Node, MutableMapping, metaclass=NodeMeta):
     # -- helpers -----------------------------------------------------------------
     @property
     def index(self) -> int:
-        """This group's position in ``optimizer.param_groups``."""
-        return self._optimizer._groups.index(self)
+        """This group's position in ``optimizer.param_groups`` (found by identity: two groups with
+        the same contents are still two groups)."""
+        return next(i for i, group in enumerate(self._optimizer._groups) if group is self)
 
     @property
     def names(self) -> list[str]:

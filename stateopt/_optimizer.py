@@ -592,7 +592,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
     def _group_state(self, group: ParamGroup) -> Any:
         """The algorithm's state of ``group``, read without marking it read."""
-        return _RAW(self.opt_state)[self._groups.index(group)]
+        return _RAW(self.opt_state)[group.index]
 
     def _refresh_group_states(self) -> None:
         """Create every group's state anew, keeping each slot that still fits.
@@ -762,7 +762,7 @@ class OptaxOptimizer(Stepping, StateDicts, Optimizer):
 
         Read-only values: ``state_dict`` / ``load_state_dict`` change them.
         """
-        return [self._group_state(group) for group in self._groups]
+        return list(_RAW(self.opt_state))
 
     @property
     def base_lr(self) -> float:
