@@ -187,8 +187,8 @@ class ParamGroup(brainstate.graph.Node, MutableMapping, metaclass=NodeMeta):
     # -- helpers -----------------------------------------------------------------
     @property
     def index(self) -> int:
-        """This group's position in ``optimizer.param_groups`` (found by identity: two groups with
-        the same contents are still two groups)."""
+        """This group's position in ``optimizer.param_groups``, found by identity (``list.index``
+        would compare the contents of every earlier group: a group is a Mapping)."""
         return next(i for i, group in enumerate(self._optimizer._groups) if group is self)
 
     @property
