@@ -813,8 +813,8 @@ def test_groups_of_one_structure_build_their_state_structure_once(monkeypatch):
 
 def test_finding_a_group_compares_no_contents(monkeypatch):
     """A group's index and state are found by identity: comparing each earlier group's contents
-    (a group is a Mapping, equal by contents as torch's group dicts are) made reading 300 groups'
-    states take seconds, and 1,000 groups' half a minute."""
+    (a group is a Mapping, equal by contents as torch's group dicts are) made reading the states
+    of 300 groups take 2.6 s, growing with the square of the number of groups."""
     states = {f'p{i}': brainstate.ParamState(jnp.full(2, float(i))) for i in range(5)}
     opt = stateopt.Adam(lr=0.1).register_trainable_weights({'p0': states['p0']})
     for i in range(1, 5):
